@@ -1,0 +1,158 @@
+"""The `aim` command."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aim.config import load_settings
+from aim.errors import AIMError
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(help="AIM: Agent Identity Management.", no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="Schema and storage maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+console = Console()
+T = TypeVar("T")
+
+# Tables whose row counts `aim status` reports. Large ones use the planner's estimate.
+STATUS_TABLES = (
+    "organizations", "users", "agents", "mcp_servers", "mcp_attestations", "verification_events",
+    "trust_score_history", "alerts", "audit_logs", "api_keys", "metric_rollups",
+)
+EXACT_COUNT_LIMIT = 100_000
+
+
+def _runtime():
+    from aim.runtime import get_runtime
+
+    return get_runtime()
+
+
+def _fail_cleanly(func: Callable[[], T]) -> T:
+    try:
+        return func()
+    except AIMError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending schema migrations (safe to run from several processes at once)."""
+    from aim.db import migrate
+    from aim.runtime import configure_logging, resolve_database_url
+
+    def run() -> list[int]:
+        settings = load_settings()
+        configure_logging(settings)
+        return migrate.upgrade(resolve_database_url(settings))
+
+    applied = _fail_cleanly(run)
+    if applied:
+        console.print(f"applied migrations: {', '.join(f'{v:04d}' for v in applied)}")
+    else:
+        console.print("schema is up to date")
+
+
+@db_app.command("retention")
+def db_retention(
+    keep_months: int = typer.Option(..., "--keep-months", min=1, help="Months of audit log to keep, counting the current month."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the partitions that would be dropped, and drop none."),
+) -> None:
+    """Drop audit-log partitions older than --keep-months whole months."""
+    from aim.db.partitions import apply_retention
+
+    runtime = _fail_cleanly(_runtime)
+    dropped = _fail_cleanly(lambda: apply_retention(runtime.db, keep_months, dry_run=dry_run))
+    verb = "would drop" if dry_run else "dropped"
+    if dropped:
+        console.print(f"{verb} {len(dropped)} partition(s): {', '.join(dropped)}")
+    else:
+        console.print("no audit partitions are older than the retention window")
+
+
+def _row_counts(db) -> dict[str, tuple[int, bool]]:
+    """Return {table: (rows, is_estimate)}."""
+    estimates = {
+        row["name"]: int(row["rows"])
+        for row in db.fetch_all(
+            "status.estimates",
+            """
+            SELECT c.relname AS name,
+                   CASE WHEN c.relkind = 'p' THEN
+                        (SELECT coalesce(sum(greatest(p.reltuples, 0)), 0) FROM pg_inherits i
+                         JOIN pg_class p ON p.oid = i.inhrelid WHERE i.inhparent = c.oid)
+                   ELSE greatest(c.reltuples, 0) END AS rows
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = current_schema() AND c.relname = ANY(%s)
+            """,
+            (list(STATUS_TABLES),),
+        )
+    }
+    counts: dict[str, tuple[int, bool]] = {}
+    for table in STATUS_TABLES:
+        estimate = estimates.get(table, 0)
+        if estimate < EXACT_COUNT_LIMIT:
+            exact = db.fetch_value("status.count", f"SELECT count(*) FROM {table}")
+            counts[table] = (int(exact), False)
+        else:
+            counts[table] = (estimate, True)
+    return counts
+
+
+@app.command("status")
+def status() -> None:
+    """Print the backends, schema version, row counts and pool statistics."""
+    from aim.db import migrate
+
+    runtime = _fail_cleanly(_runtime)
+    backends = Table(title="Backends", show_header=False)
+    for name, where in runtime.backend_description().items():
+        backends.add_row(name, where)
+    try:
+        info = runtime.redis.info("server")
+        backends.add_row("redis version", str(info.get("redis_version")))
+    except Exception as exc:  # noqa: BLE001 - status reports Redis trouble instead of failing
+        backends.add_row("redis", f"[red]unreachable: {exc}[/red]")
+    with runtime.db.connection() as conn:
+        version = migrate.current_version(conn)
+        server_version = conn.execute("SHOW server_version").fetchone()["server_version"]
+    backends.add_row("postgresql version", server_version)
+    backends.add_row("schema version", f"{version:04d}" if version is not None else "none")
+    console.print(backends)
+
+    rows = Table(title="Rows")
+    rows.add_column("table")
+    rows.add_column("rows", justify="right")
+    for table, (count, is_estimate) in _row_counts(runtime.db).items():
+        rows.add_row(table, f"about {count:,}" if is_estimate else f"{count:,}")
+    console.print(rows)
+
+    pools = Table(title="Connection pools")
+    pools.add_column("pool")
+    pools.add_column("statistic")
+    pools.add_column("value", justify="right")
+    for pool, stats in runtime.db.stats().items():
+        for key, value in sorted(stats.items()):
+            pools.add_row(pool, key, str(value))
+    console.print(pools)
+
+
+def main() -> None:
+    try:
+        app()
+    except AIMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
