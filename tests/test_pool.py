@@ -1,0 +1,75 @@
+import dataclasses
+import time
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from aim.db import migrate
+from aim.db.pool import Database
+from tests.conftest import _with_database
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def short_idle_database(server_url):
+    """A database whose server closes sessions idle for more than 5 s.
+
+    psycopg_pool waits about 1 s, then 2 s, between failed checks, and replacement connections idle in
+    the pool meanwhile, so the timeout must exceed those waits or the replacements die too.
+    """
+    name = f"aim_idle_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("ALTER DATABASE {} SET idle_session_timeout = '5s'").format(sql.Identifier(name)))
+    url = _with_database(server_url, name)
+    yield url
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_pool_recovers_after_server_closes_idle_connections(settings, short_idle_database):
+    pool_settings = dataclasses.replace(settings, db_pool_min=2, db_pool_max=2)
+    database = Database(pool_settings, short_idle_database)
+    database.open()
+    try:
+        assert database.fetch_value("test.ping", "SELECT 1") == 1
+        time.sleep(6.0)  # every pooled connection is now closed by the server
+
+        for _ in range(6):
+            assert database.fetch_value("test.ping", "SELECT 1") == 1
+    finally:
+        database.close()
+
+
+def test_statement_timeout_is_applied(settings, database_url):
+    pool_settings = dataclasses.replace(settings, db_statement_timeout_ms=200)
+    database = Database(pool_settings, database_url)
+    database.open()
+    try:
+        assert database.fetch_value("test.timeout_setting", "SHOW statement_timeout") == "200ms"
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            database.fetch_value("test.slow", "SELECT pg_sleep(2)")
+        assert database.fetch_value("test.after_timeout", "SELECT 1") == 1
+    finally:
+        database.close()
+
+
+def test_sessions_use_utc(db):
+    assert db.fetch_value("test.timezone", "SHOW timezone") == "UTC"
+
+
+def test_transaction_rolls_back_on_error(db, org_id):
+    with pytest.raises(RuntimeError):
+        with db.transaction() as conn:
+            db.execute("test.insert_user_org", "UPDATE organizations SET settings = '{\"x\": 1}' WHERE id = %s",
+                       (org_id,), conn=conn)
+            raise RuntimeError("abort")
+    settings = db.fetch_value("test.read_org", "SELECT settings FROM organizations WHERE id = %s", (org_id,))
+    assert settings == {}
+
+
+def test_upgrade_on_migrated_database_applies_nothing(database_url):
+    assert migrate.upgrade(database_url) == []
