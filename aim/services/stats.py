@@ -1,0 +1,87 @@
+"""Dashboard statistics: one aggregate per organization, cached with the dashboard_stats TTL (5 min).
+
+Agent, alert and MCP server writes invalidate the aggregate. Verification events do not, because
+under live traffic that would recompute it on nearly every read; the verification figures are
+therefore up to one TTL old, and `computed_at` says when they were measured.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from aim.db.pool import Database
+from aim.services.cache_hooks import DASHBOARD_STATS
+
+STATUSES = ("pending", "verified", "suspended", "revoked")
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+RATE_WINDOW_MINUTES = 60
+
+
+def compute_stats(db: Database, organization_id: uuid.UUID) -> dict[str, Any]:
+    """Compute the aggregate from PostgreSQL (replica when configured)."""
+    agents = db.fetch_one(
+        "stats.agents",
+        """SELECT count(*) AS total,
+                  count(*) FILTER (WHERE status = 'pending') AS pending,
+                  count(*) FILTER (WHERE status = 'verified') AS verified,
+                  count(*) FILTER (WHERE status = 'suspended') AS suspended,
+                  count(*) FILTER (WHERE status = 'revoked') AS revoked,
+                  avg(trust_score) FILTER (WHERE status <> 'revoked') AS average_trust
+           FROM agents WHERE organization_id = %s""",
+        (organization_id,),
+        stale_ok=True,
+    )
+    verifications = db.fetch_one(
+        "stats.verifications",
+        """SELECT count(*) AS total, count(*) FILTER (WHERE decision = 'denied') AS denied
+           FROM verification_events
+           WHERE organization_id = %s AND created_at >= now() - make_interval(mins => %s)""",
+        (organization_id, RATE_WINDOW_MINUTES),
+        stale_ok=True,
+    )
+    alert_rows = db.fetch_all(
+        "stats.open_alerts",
+        """SELECT severity, count(*) AS open FROM alerts
+           WHERE organization_id = %s AND status = 'open' GROUP BY severity""",
+        (organization_id,),
+        stale_ok=True,
+    )
+    mcp = db.fetch_one(
+        "stats.mcp_servers",
+        """SELECT count(*) AS total, avg(confidence) AS mean_confidence,
+                  count(*) FILTER (WHERE drift_detected) AS drifted
+           FROM mcp_servers WHERE organization_id = %s AND status = 'active'""",
+        (organization_id,),
+        stale_ok=True,
+    )
+    assert agents is not None and verifications is not None and mcp is not None
+
+    open_alerts = {severity: 0 for severity in SEVERITIES}
+    for row in alert_rows:
+        open_alerts[row["severity"]] = int(row["open"])
+    total_verifications = int(verifications["total"])
+    return {
+        "agents": {status: int(agents[status]) for status in STATUSES} | {"total": int(agents["total"])},
+        "average_trust": float(agents["average_trust"]) if agents["average_trust"] is not None else None,
+        "verifications_last_hour": total_verifications,
+        "verifications_per_minute": total_verifications / RATE_WINDOW_MINUTES,
+        # None, not 0 %, when there were no verifications to deny.
+        "denial_rate": int(verifications["denied"]) / total_verifications if total_verifications else None,
+        "open_alerts": open_alerts,
+        "open_alerts_total": sum(open_alerts.values()),
+        "mcp_servers": {
+            "total": int(mcp["total"]),
+            "drifted": int(mcp["drifted"]),
+            "mean_confidence": float(mcp["mean_confidence"]) if mcp["mean_confidence"] is not None else None,
+        },
+        "computed_at": datetime.now(timezone.utc),
+    }
+
+
+def dashboard_stats(db: Database, organization_id: uuid.UUID) -> dict[str, Any]:
+    """Return the organization's aggregate from the two-level cache, computing it once when cold."""
+    from aim.cache import get_cache
+
+    return get_cache().get_or_compute(DASHBOARD_STATS, str(organization_id), lambda: compute_stats(db, organization_id))
