@@ -27,6 +27,10 @@ def agent_changed(agent_id: uuid.UUID | str) -> None:
     cache.invalidate_all(DASHBOARD_STATS)
 
 
+def trust_changed(agent_id: uuid.UUID | str) -> None:
+    _cache().invalidate(TRUST_SCORES, str(agent_id))
+
+
 def mcp_servers_changed() -> None:
     cache = _cache()
     cache.invalidate_all(MCP_SERVER_LIST)
