@@ -109,3 +109,24 @@ def org_id(db: Database) -> uuid.UUID:
     return db.fetch_value(
         "test.org", "INSERT INTO organizations (name) VALUES (%s) RETURNING id", (f"org-{uuid.uuid4().hex[:10]}",)
     )
+
+
+@pytest.fixture
+def empty_database_url(server_url: str) -> str:
+    """A new database with no schema, dropped after the test."""
+    name = f"aim_scratch_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield _with_database(server_url, name)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def scratch_db(settings: Settings, empty_database_url: str) -> Database:
+    """A migrated database of its own, for tests that change shared structure such as partitions."""
+    migrate.upgrade(empty_database_url)
+    database = Database(settings, empty_database_url)
+    database.open()
+    yield database
+    database.close()

@@ -1,25 +1,17 @@
 import multiprocessing
-import uuid
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from aim.db import migrate
 from aim.errors import MigrationError
-from tests.conftest import _with_database
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def empty_database(server_url):
-    name = f"aim_mig_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield _with_database(server_url, name)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+def empty_database(empty_database_url):
+    return empty_database_url
 
 
 def _run_upgrade(url, queue):

@@ -25,8 +25,10 @@ def _count(db, org_id):
     )
 
 
-def test_retention_drops_only_whole_old_months(db, org_id):
-    # Pretend "now" is 30 months ahead so the test's old rows are far outside every other test's data.
+def test_retention_drops_only_whole_old_months(scratch_db):
+    db = scratch_db
+    org_id = db.fetch_value("test.org", "INSERT INTO organizations (name) VALUES ('retention') RETURNING id")
+    # A scratch database, because dropping partitions would remove other tests' rows.
     now = datetime.now(timezone.utc) + timedelta(days=900)
     ensure_partitions(db, now - timedelta(days=120), now)
     old = now - timedelta(days=100)
