@@ -18,6 +18,10 @@ logger = logging.getLogger(__name__)
 app = typer.Typer(help="AIM: Agent Identity Management.", no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Schema and storage maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+trust_app = typer.Typer(help="Trust scores.", no_args_is_help=True)
+app.add_typer(trust_app, name="trust")
+mcp_app = typer.Typer(help="MCP servers.", no_args_is_help=True)
+app.add_typer(mcp_app, name="mcp")
 
 console = Console()
 T = TypeVar("T")
@@ -144,6 +148,65 @@ def status() -> None:
         for key, value in sorted(stats.items()):
             pools.add_row(pool, key, str(value))
     console.print(pools)
+
+
+@trust_app.command("recalc")
+def trust_recalc(
+    org: str = typer.Option(None, "--org", help="Organization name; default: every organization."),
+) -> None:
+    """Recalculate trust scores now and write a history row for each change."""
+    from aim import trust
+    from aim.services import organizations
+    from aim.services.actor import system
+
+    runtime = _fail_cleanly(_runtime)
+    actor = system("cli").label
+
+    def run() -> int:
+        if org is None:
+            return trust.recalculate_all(runtime.db, reason="manual recalculation", actor=actor)
+        organization = organizations.get_by_name(runtime.db, org)
+        return trust.recalculate_organization(runtime.db, organization["id"], reason="manual recalculation", actor=actor)
+
+    changed = _fail_cleanly(run)
+    console.print(f"trust recalculated: {changed} score(s) changed")
+
+
+@mcp_app.command("import")
+def mcp_import(
+    file: str = typer.Option(None, "--file", help="Registry export file: a JSON list of servers or {\"servers\": [...]}."),
+    url: str = typer.Option(None, "--url", help="Base URL of an MCP Registry; its /v0/servers API is paged."),
+    org: str = typer.Option("default", "--org", help="Organization that receives the servers (created if missing)."),
+) -> None:
+    """Import MCP servers from the official MCP Registry format. Running it twice changes nothing."""
+    from rich.progress import Progress
+
+    from aim.services import mcp_servers, organizations
+    from aim.services.actor import system
+
+    if (file is None) == (url is None):
+        typer.echo("error: give exactly one of --file FILE or --url URL", err=True)
+        raise typer.Exit(2)
+    runtime = _fail_cleanly(_runtime)
+    organization = _fail_cleanly(lambda: organizations.get_or_create(runtime.db, org))
+    entries = _fail_cleanly(
+        lambda: mcp_servers.load_registry_file(file) if file else list(mcp_servers.fetch_registry_pages(url))
+    )
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("importing MCP servers", total=len(entries))
+
+        def report(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        result = _fail_cleanly(
+            lambda: mcp_servers.import_registry(runtime.db, organization["id"], system("cli"), entries, progress=report)
+        )
+    console.print(
+        f"imported into {org}: {result.created} created, {result.updated} updated, "
+        f"{result.unchanged} unchanged, {len(result.skipped)} skipped"
+    )
+    for _index, reason in result.skipped[:20]:
+        console.print(f"  skipped: {reason}", highlight=False)
 
 
 def main() -> None:

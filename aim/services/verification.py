@@ -84,7 +84,7 @@ class _Outcome:
         return "allowed" if self.reason == "ok" else "denied"
 
 
-def _parse_timestamp(value: Any) -> datetime:
+def parse_timestamp(value: Any) -> datetime:
     if isinstance(value, bool):
         value = None
     if isinstance(value, (int, float)):
@@ -129,7 +129,7 @@ def validate_request(request: Mapping[str, Any], agent_id: uuid.UUID) -> dict[st
         raise ValidationError("key_id", "expected a key id string such as 'ed25519:...'")
     identity.validate_nonce(request["nonce"])
     fields = dict(request)
-    fields["_timestamp"] = _parse_timestamp(request["timestamp"])
+    fields["_timestamp"] = parse_timestamp(request["timestamp"])
     return fields
 
 
@@ -165,7 +165,7 @@ def load_trust_score(db: Database, agent_id: uuid.UUID) -> float:
     return float(value or 0)
 
 
-def _claim_nonce(client: redis.Redis, prefix: str, agent_id: uuid.UUID, nonce: str) -> bool | None:
+def claim_nonce(client: redis.Redis, prefix: str, agent_id: uuid.UUID, nonce: str) -> bool | None:
     """SET NX the nonce. True: first use. False: seen before. None: Redis unreachable."""
     try:
         return bool(client.set(f"{prefix}nonce:{agent_id}:{nonce}", b"1", nx=True, ex=NONCE_TTL_S))
@@ -201,7 +201,7 @@ def _evaluate(state: dict[str, Any], fields: dict[str, Any], now: datetime, trus
             f"{TIMESTAMP_TOLERANCE.total_seconds():.0f} s",
         )
 
-    claimed = _claim_nonce(client, prefix, agent_id, fields["nonce"])
+    claimed = claim_nonce(client, prefix, agent_id, fields["nonce"])
     if claimed is False:
         return _Outcome("replay", "this nonce was already used by this agent")
 
