@@ -114,7 +114,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     redis_url = _read_url(env, "AIM_REDIS_URL", ("redis", "rediss", "unix"))
 
     data_dir_raw = _read_str(env, "AIM_DATA_DIR")
-    data_dir = Path(data_dir_raw).expanduser() if data_dir_raw else Path(platformdirs.user_data_dir("aim"))
+    # Resolved to an absolute path: unix:// socket URLs and pgserver both need one.
+    data_dir = (Path(data_dir_raw).expanduser() if data_dir_raw else Path(platformdirs.user_data_dir("aim"))).resolve()
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError(f"AIM_DATA_DIR={str(data_dir)!r} is a file; expected a directory path")
 

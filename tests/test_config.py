@@ -52,3 +52,10 @@ def test_redact_url_hides_password():
     assert redact_url("postgresql://aim:s3cret@db:5432/aim") == "postgresql://aim:***@db:5432/aim"
     assert "s3cret" not in redact_url("redis://:s3cret@127.0.0.1:6379/0")
     assert redact_url("postgresql://aim@db/aim") == "postgresql://aim@db/aim"
+
+
+def test_relative_data_dir_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings({"AIM_DATA_DIR": "relative/dir"})
+    assert settings.data_dir.is_absolute()
+    assert settings.data_dir == tmp_path / "relative" / "dir"
