@@ -23,6 +23,16 @@ app.add_typer(trust_app, name="trust")
 mcp_app = typer.Typer(help="MCP servers.", no_args_is_help=True)
 app.add_typer(mcp_app, name="mcp")
 
+
+def _mount_subcommands() -> None:
+    # Imported here so `aim --help` stays fast and a missing optional front does not break the CLI.
+    from aim.simulate.commands import app as simulate_app
+
+    app.add_typer(simulate_app, name="simulate")
+
+
+_mount_subcommands()
+
 console = Console()
 T = TypeVar("T")
 

@@ -166,7 +166,8 @@ def register_agent(
                 occurred_at=created_at,
             )
             score = trust.recalculate_agent(
-                db, organization_id, agent["id"], reason="agent registered", actor=actor.label, conn=conn
+                db, organization_id, agent["id"], reason="agent registered", actor=actor.label, conn=conn,
+                as_of=created_at,
             )
             agent["trust_score"] = score.score
     except psycopg.errors.UniqueViolation:
