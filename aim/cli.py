@@ -26,9 +26,11 @@ app.add_typer(mcp_app, name="mcp")
 
 def _mount_subcommands() -> None:
     # Imported here so `aim --help` stays fast and a missing optional front does not break the CLI.
+    from aim.api import commands as api_commands
     from aim.simulate.commands import app as simulate_app
 
     app.add_typer(simulate_app, name="simulate")
+    api_commands.register(app)
 
 
 _mount_subcommands()

@@ -1,0 +1,104 @@
+"""The FastAPI application: routers under /api/v1, operations endpoints, middleware and lifespan.
+
+Endpoints are plain `def` functions, so FastAPI runs them in its threadpool: the services use
+synchronous psycopg and redis-py, and a blocking call must not stall the event loop.
+
+The lifespan builds (or takes) the runtime, starts the process cache, the metric roll-up flusher
+and the periodic jobs scheduler, and stops them at shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import AsyncIterator
+
+import anyio.to_thread
+from fastapi import FastAPI
+
+from aim.api import problems
+from aim.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware, RouteTemplates
+from aim.api.ratelimit import RateLimiter, limit_from_env
+from aim.api.routes import agents, alerts, api_keys, audit, auth, capabilities, mcp, ops, stats
+from aim.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+API_ROUTERS = (auth, agents, capabilities, mcp, audit, alerts, stats, api_keys)
+
+
+def _package_version() -> str:
+    try:
+        return version("aim")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    from aim.cache import get_cache
+    from aim.jobs import Scheduler
+    from aim.metrics.rollup import RECORDER
+    from aim.runtime import get_runtime
+
+    runtime: Runtime | None = app.state.runtime
+    if runtime is None:
+        # Building the runtime may start embedded servers and run migrations: keep it off the event loop.
+        runtime = app.state.runtime = await anyio.to_thread.run_sync(get_runtime)
+    app.state.rate_limiter = RateLimiter(runtime.redis, runtime.settings.redis_prefix, app.state.rate_limit_per_minute)
+    await anyio.to_thread.run_sync(get_cache)
+    ops.register_collectors()
+
+    scheduler = None
+    if app.state.background_jobs:
+        RECORDER.start(runtime.db, runtime.settings.metrics_flush_interval_s)
+        scheduler = Scheduler(runtime)
+        scheduler.start()
+    logger.info("API started: rate limit %s per minute, background jobs %s",
+                app.state.rate_limit_per_minute or "off", "on" if scheduler else "off")
+    try:
+        yield
+    finally:
+        if scheduler is not None:
+            await anyio.to_thread.run_sync(scheduler.stop)
+            await anyio.to_thread.run_sync(RECORDER.stop)
+        logger.info("API stopped")
+
+
+def create_app(
+    runtime: Runtime | None = None, *, background_jobs: bool = True, rate_limit_per_minute: int | None = None,
+) -> FastAPI:
+    """Build the API app.
+
+    `runtime` defaults to `aim.runtime.get_runtime()` at startup. `background_jobs=False` leaves the
+    metric flusher and the job scheduler off (tests that run several apps in one process).
+    `rate_limit_per_minute` defaults to AIM_RATE_LIMIT_PER_MINUTE; 0 turns limiting off.
+    """
+    app = FastAPI(
+        title="AIM API",
+        version=_package_version(),
+        description="Agent Identity Management: agents, signed action verification, trust, MCP servers, "
+                    "alerts and audit. Errors are application/problem+json (RFC 9457).",
+        lifespan=_lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.background_jobs = background_jobs
+    app.state.rate_limit_per_minute = limit_from_env() if rate_limit_per_minute is None else rate_limit_per_minute
+    app.state.rate_limiter = None
+
+    problems.install(app)
+    templates: list[tuple[str, set[str] | None]] = [(route.path, getattr(route, "methods", None)) for route in app.routes]
+    for module in API_ROUTERS:
+        app.include_router(module.router, prefix=API_PREFIX, responses=problems.STANDARD_ERRORS)
+        templates.extend((API_PREFIX + route.path, route.methods) for route in module.router.routes)
+    app.include_router(ops.router, responses={500: problems.STANDARD_ERRORS[500]})
+    templates.extend((route.path, route.methods) for route in ops.router.routes)
+
+    # add_middleware wraps the app, so the last one added runs first: metrics time everything,
+    # including requests the body limit rejects, and those rejections carry the request id.
+    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(MetricsMiddleware, templates=RouteTemplates(templates))
+    return app

@@ -1,0 +1,205 @@
+"""RFC 9457 problem details: every 4xx and 5xx response of the API is `application/problem+json`.
+
+A problem has `type`, `title`, `status` and `detail`. Validation problems add `field` (the first
+offending input) and `errors` (every offending input with its message). Authentication and
+authorization problems add `reason`, a short code such as `expired_token` or `insufficient_role`.
+Exception handlers here map the AIM exception tree, FastAPI's request validation and Starlette's
+HTTP errors to that form.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+from aim.errors import (
+    AIMError,
+    BackendUnavailable,
+    Conflict,
+    InvalidCursor,
+    NotFound,
+    PermissionDenied,
+    ValidationError,
+)
+from aim.services.mcp_registry import RegistryError
+from aim.services.mcp_servers import AttestationRejected
+from aim.services.users import AuthenticationFailed
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://aim.dev/problems/"
+# Seconds a client should wait before retrying when a backend is unavailable.
+UNAVAILABLE_RETRY_AFTER_S = 5
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem details object."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    field: str | None = None
+    errors: list[FieldError] | None = None
+    reason: str | None = None
+    request_id: str | None = None
+
+
+class ProblemException(HTTPException):
+    """An HTTP error raised from API code that carries problem fields (reason, field, headers).
+
+    It subclasses FastAPI's HTTPException, which FastAPI re-raises unchanged when body parsing
+    fails, so a body limit error keeps its 413.
+    """
+
+    def __init__(
+        self, status: int, title: str, detail: str, *, reason: str | None = None, field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status_code=status, detail=detail, headers=headers)
+        self.title = title
+        self.reason = reason
+        self.field = field
+
+
+def _slug(title: str) -> str:
+    return title.lower().replace(" ", "-")
+
+
+def problem_response(
+    status: int, title: str, detail: str, *, request: Request | None = None, headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """Build a problem+json response. `extra` adds members such as field, errors or reason (None ones are left out)."""
+    body: dict[str, Any] = {"type": TYPE_BASE + _slug(title), "title": title, "status": status, "detail": detail}
+    body.update({key: value for key, value in extra.items() if value is not None})
+    request_id = getattr(request.state, "request_id", None) if request is not None else None
+    if request_id:
+        body["request_id"] = request_id
+    return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+# Common error responses, for the OpenAPI document of every operation.
+PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+STANDARD_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"description": description, "content": PROBLEM_CONTENT, "model": Problem}
+    for status, description in (
+        (400, "Malformed request, such as a tampered cursor"),
+        (401, "Missing, malformed, expired or revoked credentials; `reason` says which"),
+        (403, "The role or the key's scope does not allow this operation; `reason` says which"),
+        (404, "Not found in the caller's organization"),
+        (409, "Conflicts with the current state"),
+        (413, "Request body over 1 MiB"),
+        (422, "Invalid input; `field` and `errors` name the inputs"),
+        (429, "Rate limit exceeded; see Retry-After"),
+        (500, "Internal error"),
+        (503, "A backend is unavailable; see Retry-After"),
+    )
+}
+
+
+def _field_name(location: tuple[Any, ...]) -> str:
+    # ("body", "capabilities", 0) -> "capabilities[0]"; ("query", "limit") -> "limit".
+    parts = [part for part in location if part not in ("body", "query", "path", "header", "cookie")]
+    name = ""
+    for part in parts:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        else:
+            name += f".{part}" if name else str(part)
+    return name or (str(location[0]) if location else "body")
+
+
+async def _validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [{"field": _field_name(tuple(error.get("loc", ()))), "message": error.get("msg", "invalid")}
+              for error in exc.errors()]
+    first = errors[0] if errors else {"field": "body", "message": "invalid"}
+    detail = f"{first['field']}: {first['message']}"
+    if len(errors) > 1:
+        detail += f" (and {len(errors) - 1} more)"
+    return problem_response(422, "Invalid input", detail, request=request, field=first["field"], errors=errors)
+
+
+async def _http_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if isinstance(exc, ProblemException):
+        return problem_response(exc.status_code, exc.title, str(exc.detail), request=request, headers=exc.headers,
+                                reason=exc.reason, field=exc.field)
+    titles = {404: "Not found", 405: "Method not allowed", 413: "Request body too large"}
+    title = titles.get(exc.status_code, "HTTP error")
+    detail = str(exc.detail)
+    if exc.status_code == 404:
+        detail = f"no route matches {request.method} {request.url.path}"
+    return problem_response(exc.status_code, title, detail, request=request, headers=exc.headers)
+
+
+async def _aim_handler(request: Request, exc: AIMError) -> JSONResponse:
+    if isinstance(exc, AuthenticationFailed):
+        return problem_response(401, "Unauthorized", exc.message, request=request, reason=exc.reason,
+                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    if isinstance(exc, InvalidCursor):
+        return problem_response(400, "Invalid cursor", exc.message, request=request, field="cursor",
+                                errors=[{"field": "cursor", "message": exc.message}])
+    if isinstance(exc, AttestationRejected):
+        return problem_response(422, "Attestation rejected", exc.message, request=request, field=exc.field,
+                                reason=exc.reason, errors=[{"field": exc.field, "message": exc.message}])
+    if isinstance(exc, ValidationError):
+        return problem_response(422, "Invalid input", f"{exc.field}: {exc.message}", request=request, field=exc.field,
+                                errors=[{"field": exc.field, "message": exc.message}])
+    if isinstance(exc, NotFound):
+        return problem_response(404, "Not found", str(exc), request=request)
+    if isinstance(exc, Conflict):
+        return problem_response(409, "Conflict", str(exc), request=request)
+    if isinstance(exc, PermissionDenied):
+        return problem_response(403, "Forbidden", str(exc), request=request, reason="not_allowed")
+    if isinstance(exc, RegistryError):
+        return problem_response(422, "Invalid input", str(exc), request=request, field="servers",
+                                errors=[{"field": "servers", "message": str(exc)}])
+    if isinstance(exc, BackendUnavailable):
+        return _unavailable(request, str(exc))
+    logger.error("unmapped AIM error on %s %s: %r", request.method, request.url.path, exc)
+    return problem_response(500, "Internal error", "the server failed to handle the request", request=request)
+
+
+def _unavailable(request: Request, detail: str) -> JSONResponse:
+    return problem_response(503, "Service unavailable", detail, request=request,
+                            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
+
+
+async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("database unavailable on %s %s (request %s): %s", request.method, request.url.path,
+                   getattr(request.state, "request_id", None), exc)
+    return _unavailable(request, "the database is unavailable or busy; retry shortly")
+
+
+async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s (request %s)", request.method, request.url.path,
+                     getattr(request.state, "request_id", None))
+    return problem_response(500, "Internal error", "the server failed to handle the request; the log has details",
+                            request=request)
+
+
+def install(app: FastAPI) -> None:
+    """Register the problem+json exception handlers on `app`."""
+    app.add_exception_handler(RequestValidationError, _validation_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(AIMError, _aim_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(psycopg.OperationalError, _database_handler)
+    app.add_exception_handler(psycopg_pool.PoolTimeout, _database_handler)
+    app.add_exception_handler(Exception, _unexpected_handler)

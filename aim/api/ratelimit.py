@@ -1,0 +1,100 @@
+"""Per-minute request limits per API key or user, counted in Redis and shared by every API process.
+
+Each subject gets a fixed one-minute window: `INCR` on a key named after the subject and the minute,
+which expires shortly after the minute ends. A fixed window lets a burst of up to twice the limit
+straddle a minute boundary, which is acceptable for abuse protection and costs one round trip.
+When Redis is unreachable requests are let through (fail open), with a rate-limited warning,
+because refusing all traffic would turn a cache outage into an API outage.
+
+The limit is AIM_RATE_LIMIT_PER_MINUTE: a whole number from 0 to 10,000,000, where 0 turns limiting
+off. The default is 6000 (100 requests per second per subject).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+import redis
+
+from aim.cache.throttle import RateLimitedWarning
+from aim.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+_redis_warning = RateLimitedWarning(logger, interval_s=30.0)
+
+ENV_VAR = "AIM_RATE_LIMIT_PER_MINUTE"
+DEFAULT_LIMIT_PER_MINUTE = 6000
+MAX_LIMIT_PER_MINUTE = 10_000_000
+WINDOW_S = 60
+# After a Redis failure, requests skip the counter for this long, so an outage does not add a
+# failing Redis round trip (with redis-py's own retries) to every request.
+FAILURE_BACKOFF_S = 5.0
+# The counter outlives its minute by a little, so a slow clock on another replica still finds it.
+KEY_TTL_S = WINDOW_S + 5
+
+
+def limit_from_env(env: Mapping[str, str] | None = None) -> int:
+    """Read AIM_RATE_LIMIT_PER_MINUTE. Raise ConfigError naming the variable for a bad value."""
+    env = os.environ if env is None else env
+    raw = (env.get(ENV_VAR) or "").strip()
+    if not raw:
+        return DEFAULT_LIMIT_PER_MINUTE
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{ENV_VAR}={raw!r} is not an integer; expected requests per minute from 0 (off) to {MAX_LIMIT_PER_MINUTE}"
+        ) from None
+    if not 0 <= value <= MAX_LIMIT_PER_MINUTE:
+        raise ConfigError(f"{ENV_VAR}={value} is out of range; expected 0 (off) to {MAX_LIMIT_PER_MINUTE}")
+    return value
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    allowed: bool
+    limit: int
+    remaining: int
+    retry_after_s: int
+
+
+class RateLimiter:
+    """Fixed-window counter per subject, such as `api_key:<id>` or `user:<id>`."""
+
+    def __init__(self, client: redis.Redis, prefix: str, limit_per_minute: int) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.limit = limit_per_minute
+        self._skip_until = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.limit > 0
+
+    def hit(self, subject: str, now: float | None = None) -> RateDecision:
+        """Count one request by `subject` and return whether it is within the limit."""
+        if not self.enabled:
+            return RateDecision(True, 0, 0, 0)
+        if time.monotonic() < self._skip_until:
+            return RateDecision(True, self.limit, self.limit, 0)
+        now = time.time() if now is None else now
+        window = int(now // WINDOW_S)
+        retry_after = max(int((window + 1) * WINDOW_S - now), 1)
+        key = f"{self.prefix}ratelimit:{subject}:{window}"
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.incr(key)
+            # Plain EXPIRE, not EXPIRE NX: the embedded Redis 6.2 lacks NX, and re-arming the TTL of a
+            # per-minute key only keeps it a little longer.
+            pipe.expire(key, KEY_TTL_S)
+            count = int(pipe.execute()[0])
+        except redis.RedisError as exc:
+            self._skip_until = time.monotonic() + FAILURE_BACKOFF_S
+            _redis_warning.warning("rate limiting is off while Redis fails (requests are let through): %s", exc)
+            return RateDecision(True, self.limit, self.limit, 0)
+        remaining = max(self.limit - count, 0)
+        return RateDecision(count <= self.limit, self.limit, remaining, retry_after)

@@ -1,0 +1,184 @@
+"""Agents: registration, reads, lifecycle, key rotation, signed verification and trust."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Query, Request, status
+
+from aim import identity
+from aim.api import schemas
+from aim.api.paging import Cursor, Limit, page_body
+from aim.api.security import Principal, client_address, get_runtime, read, request_id, write
+from aim.db import keyset
+from aim.services import agents, cache_hooks, listing, verification
+from aim.services.actor import Actor
+
+router = APIRouter(tags=["agents"])
+
+
+def agent_detail(row: dict[str, Any]) -> dict[str, Any]:
+    """Return an agent row in the AgentDetail form (public key as standard base64)."""
+    body = dict(row)
+    body["public_key"] = identity.encode_base64(bytes(row["public_key"]))
+    return body
+
+
+@router.get("/agents", response_model=schemas.Page[schemas.AgentSummary], summary="List agents")
+def list_agents(
+    request: Request,
+    cursor: Cursor = None,
+    limit: Limit = keyset.DEFAULT_LIMIT,
+    sort: Literal["created", "trust", "name"] = "created",
+    status_filter: Literal["pending", "verified", "suspended", "revoked"] | None = Query(None, alias="status"),
+    agent_type: str | None = Query(None, max_length=50),
+    name_prefix: str | None = Query(None, max_length=keyset.MAX_PREFIX_LENGTH),
+    principal: Principal = Depends(read("list agents")),
+) -> dict[str, Any]:
+    """Newest first (`sort=created`), highest trust first (`trust`) or by name A to Z (`name`)."""
+    runtime = get_runtime(request)
+    page = listing.list_agents(
+        runtime.db, principal.organization_id, sort=sort, status=status_filter, agent_type=agent_type,
+        name_prefix=name_prefix, cursor=cursor, limit=limit, secret=runtime.secret_key,
+    )
+    return page_body(page)
+
+
+@router.post("/agents", response_model=schemas.AgentCreated, status_code=status.HTTP_201_CREATED,
+             summary="Register an agent")
+def register_agent(
+    request: Request, body: schemas.AgentCreate, principal: Principal = Depends(write("register agents")),
+) -> dict[str, Any]:
+    """Register with a supplied public key, or let AIM generate a key pair and return the private key once."""
+    runtime = get_runtime(request)
+    registered = agents.register_agent(
+        runtime.db, principal.organization_id, principal.actor, name=body.name, agent_type=body.agent_type,
+        description=body.description, public_key=body.public_key, capabilities=body.capabilities,
+        metadata=body.metadata, status=body.status,
+    )
+    # A new agent changes the overview counts; the service leaves that invalidation to its callers.
+    cache_hooks.stats_changed()
+    return {"agent": agent_detail(registered.agent), "private_key_pem": registered.private_key_pem}
+
+
+@router.get("/agents/{agent_id}", response_model=schemas.AgentDetail, summary="Get an agent")
+def get_agent(
+    request: Request, agent_id: uuid.UUID, principal: Principal = Depends(read("read agents", agent_scoped=True)),
+) -> dict[str, Any]:
+    principal.require_agent(agent_id, "read agents")
+    return agent_detail(agents.get_agent(get_runtime(request).db, principal.organization_id, agent_id))
+
+
+@router.patch("/agents/{agent_id}", response_model=schemas.AgentDetail, summary="Change an agent")
+def update_agent(
+    request: Request, agent_id: uuid.UUID, body: schemas.AgentUpdate,
+    principal: Principal = Depends(write("change agents")),
+) -> dict[str, Any]:
+    """Change name, description, agent_type or metadata. Audited."""
+    changes = body.model_dump(exclude_unset=True)
+    row = agents.update_agent(get_runtime(request).db, principal.organization_id, agent_id, principal.actor, changes)
+    return agent_detail(row)
+
+
+@router.delete(
+    "/agents/{agent_id}", response_model=schemas.AgentDetail, summary="Revoke an agent",
+    description="Revokes the agent: it stays in the list with status `revoked`, every later verification "
+                "is denied, and the revocation is final and written to the audit log. Same as POST "
+                "/agents/{agent_id}/revoke.",
+)
+def delete_agent(
+    request: Request, agent_id: uuid.UUID, body: schemas.StatusChange | None = Body(None),
+    principal: Principal = Depends(write("revoke agents")),
+) -> dict[str, Any]:
+    return _set_status(request, agent_id, "revoked", body, principal)
+
+
+def _set_status(request: Request, agent_id: uuid.UUID, target: str, body: schemas.StatusChange | None,
+                principal: Principal) -> dict[str, Any]:
+    reason = body.reason if body is not None else None
+    row = agents.set_status(get_runtime(request).db, principal.organization_id, agent_id, principal.actor, target,
+                            reason)
+    return agent_detail(row)
+
+
+@router.post("/agents/{agent_id}/suspend", response_model=schemas.AgentDetail, summary="Suspend an agent")
+def suspend_agent(
+    request: Request, agent_id: uuid.UUID, body: schemas.StatusChange | None = Body(None),
+    principal: Principal = Depends(write("suspend agents")),
+) -> dict[str, Any]:
+    """Suspend the agent: its verifications are denied until it is reactivated. Audited."""
+    return _set_status(request, agent_id, "suspended", body, principal)
+
+
+@router.post("/agents/{agent_id}/reactivate", response_model=schemas.AgentDetail, summary="Reactivate an agent")
+def reactivate_agent(
+    request: Request, agent_id: uuid.UUID, body: schemas.StatusChange | None = Body(None),
+    principal: Principal = Depends(write("reactivate agents")),
+) -> dict[str, Any]:
+    """Move a pending or suspended agent to verified. A revoked agent cannot come back. Audited."""
+    return _set_status(request, agent_id, "verified", body, principal)
+
+
+@router.post("/agents/{agent_id}/revoke", response_model=schemas.AgentDetail, summary="Revoke an agent")
+def revoke_agent(
+    request: Request, agent_id: uuid.UUID, body: schemas.StatusChange | None = Body(None),
+    principal: Principal = Depends(write("revoke agents")),
+) -> dict[str, Any]:
+    """Revoke the agent for good. Audited."""
+    return _set_status(request, agent_id, "revoked", body, principal)
+
+
+@router.post("/agents/{agent_id}/rotate-key", response_model=schemas.RotatedKey, summary="Rotate an agent's key")
+def rotate_key(
+    request: Request, agent_id: uuid.UUID, body: schemas.RotateKeyRequest | None = Body(None),
+    principal: Principal = Depends(write("rotate agent keys")),
+) -> dict[str, Any]:
+    """Replace the key; the previous one keeps verifying for `grace_hours` (default 24). Audited."""
+    body = body or schemas.RotateKeyRequest()
+    rotated = agents.rotate_key(
+        get_runtime(request).db, principal.organization_id, agent_id, principal.actor,
+        public_key=body.public_key, grace=timedelta(hours=body.grace_hours),
+    )
+    return {"agent": agent_detail(rotated.agent), "private_key_pem": rotated.private_key_pem,
+            "previous_key_valid_until": rotated.previous_key_valid_until}
+
+
+@router.post("/agents/{agent_id}/verify", response_model=schemas.VerifyResult, summary="Verify a signed action")
+def verify_action(
+    request: Request, agent_id: uuid.UUID, body: schemas.VerifyRequest,
+    principal: Principal = Depends(write("verify actions", agent_scoped=True)),
+) -> dict[str, Any]:
+    """Decide whether the agent may do `action` on `resource` now.
+
+    A denial is a 200 response with `decision: denied` and a `reason`; a request that is not shaped
+    like a signed request is a 422. Every decision is recorded and audited.
+    """
+    principal.require_agent(agent_id, "verify actions")
+    runtime = get_runtime(request)
+    # The signature covers the fields as sent, so the service gets exactly the fields the client set.
+    fields = body.model_dump(exclude_unset=True)
+    actor = Actor("agent", str(agent_id), ip_address=client_address(request),
+                  user_agent=request.headers.get("user-agent"), request_id=request_id(request))
+    decision = verification.verify(runtime.db, runtime.redis, runtime.settings.redis_prefix,
+                                   principal.organization_id, agent_id, fields, actor=actor)
+    return {
+        "decision": decision.decision, "reason": decision.reason, "detail": decision.detail,
+        "verification_id": decision.verification_id, "agent_id": decision.agent_id,
+        "risk_class": decision.risk_class, "trust_score": decision.trust_score, "latency_ms": decision.latency_ms,
+    }
+
+
+@router.get("/agents/{agent_id}/trust", response_model=schemas.TrustReport, summary="Trust factors and history")
+def agent_trust(
+    request: Request, agent_id: uuid.UUID, cursor: Cursor = None, limit: Limit = keyset.DEFAULT_LIMIT,
+    principal: Principal = Depends(read("read trust")),
+) -> dict[str, Any]:
+    """Return the current score, each factor with its provenance (`measured` or `no data`), and a page of history."""
+    runtime = get_runtime(request)
+    agent = agents.get_agent(runtime.db, principal.organization_id, agent_id)
+    history = listing.list_trust_history(runtime.db, principal.organization_id, agent_id, cursor=cursor, limit=limit,
+                                         secret=runtime.secret_key)
+    return {"agent_id": agent_id, "trust_score": agent["trust_score"], "factors": agent["trust_factors"],
+            "history": page_body(history)}

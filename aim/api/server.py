@@ -1,0 +1,40 @@
+"""Run the API under uvicorn: `serve(host, port, workers)`, which `aim api` calls."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from aim.errors import ValidationError
+
+logger = logging.getLogger(__name__)
+
+APP_FACTORY = "aim.api.app:create_app"
+MAX_WORKERS = 64
+
+
+def serve(host: str = "127.0.0.1", port: int = 8080, workers: int = 1, *, access_log: bool = False) -> None:
+    """Serve the API on `host`:`port` with `workers` processes until interrupted.
+
+    The runtime is built once here first, so embedded servers start and migrations run before any
+    worker does, and a configuration error stops start-up with its message. Each worker then builds
+    its own pools, cache and background threads. The per-request access log is off by default
+    because `aim_http_requests_total` already counts every request.
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValidationError("port", f"{port!r} is invalid; expected a TCP port from 1 to 65535")
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise ValidationError("workers", f"{workers!r} is invalid; expected a whole number from 1 to {MAX_WORKERS}")
+
+    from aim.runtime import get_runtime, set_runtime
+
+    runtime = get_runtime()
+    log_level = runtime.settings.log_level.lower()
+    if workers > 1:
+        # Worker processes build their own runtime; the parent's pools would only hold idle connections.
+        runtime.close()
+        set_runtime(None)
+    logger.info("serving the AIM API on http://%s:%d with %d worker(s)", host, port, workers)
+    uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_level=log_level,
+                access_log=access_log)

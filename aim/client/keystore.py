@@ -1,0 +1,153 @@
+"""The client's agent key store: private keys of agents registered through the client, in one JSON file.
+
+AIM never receives these keys, because the client generates each key pair locally and sends only
+the public key. The file is `<data dir>/client/agent_keys.json` with mode 0600 in a 0700 directory. Reading a
+file that the group or others may read raises `KeyStoreError`, as OpenSSH does for private keys.
+Writes go to a temporary file created with mode 0600 that then replaces the store, under a file
+lock, so concurrent processes never lose each other's keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import filelock
+import platformdirs
+
+from aim.client.errors import KeyStoreError
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+FILE_MODE = 0o600
+DIRECTORY_MODE = 0o700
+FILE_NAME = "agent_keys.json"
+
+
+def default_data_dir() -> Path:
+    """AIM_DATA_DIR when set, else the platform's user data directory for `aim` (as the server uses)."""
+    configured = os.environ.get("AIM_DATA_DIR", "").strip()
+    return Path(configured).expanduser() if configured else Path(platformdirs.user_data_dir("aim"))
+
+
+@dataclass(frozen=True)
+class StoredAgentKey:
+    """One agent's entry. The private key is PKCS#8 PEM."""
+
+    agent_id: uuid.UUID
+    name: str
+    key_id: str
+    base_url: str
+    private_key_pem: str
+
+    def __repr__(self) -> str:  # keeps the private key out of logs and tracebacks
+        return f"StoredAgentKey(agent_id={self.agent_id}, name={self.name!r}, key_id={self.key_id!r})"
+
+
+class AgentKeyStore:
+    """Private keys of agents by id, persisted in `path`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = filelock.FileLock(str(self.path) + ".lock")
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path | None = None) -> "AgentKeyStore":
+        return cls(Path(data_dir or default_data_dir()) / "client" / FILE_NAME)
+
+    def get(self, agent_id: uuid.UUID | str) -> StoredAgentKey:
+        """Return the stored key of `agent_id`, or raise KeyStoreError when it is not stored."""
+        key = self.load().get(uuid.UUID(str(agent_id)))
+        if key is None:
+            raise KeyStoreError(f"key store {self.path} has no key for agent {agent_id}; register the agent with this "
+                                "client or its data directory")
+        return key
+
+    def put(self, key: StoredAgentKey) -> None:
+        """Add or replace one agent's key, keeping every other entry."""
+        self._ensure_directory()
+        with self._lock:
+            keys = self.load()
+            keys[key.agent_id] = key
+            self._save(keys)
+        logger.info("stored the private key of agent %s (%s) in %s", key.agent_id, key.key_id, self.path)
+
+    def load(self) -> dict[uuid.UUID, StoredAgentKey]:
+        """Return every stored key; an absent file is an empty store.
+
+        Raise KeyStoreError when the file is readable by the group or others, is not a regular file,
+        or is not a key store.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise KeyStoreError(f"cannot open key store {self.path}: {exc.strerror}") from None
+        with os.fdopen(fd, "r", encoding="utf-8") as handle:
+            # The mode is checked on the open descriptor, so swapping the file after the check does not help.
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise KeyStoreError(f"key store {self.path} is not a regular file; expected a JSON file")
+            if info.st_mode & 0o077:
+                raise KeyStoreError(
+                    f"key store {self.path} has mode {stat.S_IMODE(info.st_mode):04o}, so other users may read its "
+                    f"private keys; expected mode 0600 (run: chmod 600 {self.path})"
+                )
+            try:
+                document = json.load(handle)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise KeyStoreError(f"key store {self.path} is not valid JSON: {exc}") from None
+        return self._parse(document)
+
+    def _parse(self, document: object) -> dict[uuid.UUID, StoredAgentKey]:
+        if not isinstance(document, dict) or document.get("format") != FORMAT_VERSION:
+            raise KeyStoreError(f"{self.path} is not a format {FORMAT_VERSION} AIM client key store")
+        entries = document.get("agents")
+        if not isinstance(entries, dict):
+            raise KeyStoreError(f"key store {self.path} has no 'agents' object")
+        keys: dict[uuid.UUID, StoredAgentKey] = {}
+        for agent_id, entry in entries.items():
+            try:
+                key = StoredAgentKey(uuid.UUID(agent_id), str(entry["name"]), str(entry["key_id"]),
+                                     str(entry["base_url"]), str(entry["private_key_pem"]))
+            except (KeyError, TypeError, ValueError):
+                raise KeyStoreError(f"key store {self.path} has a malformed entry for agent {agent_id!r}") from None
+            keys[key.agent_id] = key
+        return keys
+
+    def _save(self, keys: dict[uuid.UUID, StoredAgentKey]) -> None:
+        document = {
+            "format": FORMAT_VERSION,
+            "saved_at": datetime.now(timezone.utc).isoformat(),
+            "agents": {
+                str(key.agent_id): {"name": key.name, "key_id": key.key_id, "base_url": key.base_url,
+                                    "private_key_pem": key.private_key_pem}
+                for key in sorted(keys.values(), key=lambda k: str(k.agent_id))
+            },
+        }
+        # mkstemp creates the file with mode 0600 before any key is written into it.
+        fd, temporary = tempfile.mkstemp(prefix=".agent-keys-", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                os.fchmod(handle.fileno(), FILE_MODE)
+                json.dump(document, handle, indent=1)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def _ensure_directory(self) -> None:
+        directory = self.path.parent
+        if not directory.exists():
+            directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)

@@ -1,0 +1,228 @@
+"""Cross-cutting API behaviour: problem+json errors, the body limit, rate limits, metrics and probes."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import anyio
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from fastapi.testclient import TestClient
+
+from aim.api import create_app
+from aim.api.middleware import MAX_BODY_BYTES, BodyLimitMiddleware, BodyTooLarge
+from aim.api.ratelimit import RateLimiter, limit_from_env
+from aim.errors import ConfigError
+from test_api_support import (  # noqa: F401 - client is a fixture
+    assert_problem,
+    bearer,
+    client,
+    make_key,
+    register_agent,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def admin(db, org_id):
+    return bearer(make_key(db, org_id, "admin"))
+
+
+# --- body limit ---------------------------------------------------------------------------------
+
+
+def test_body_over_limit_by_content_length(client, admin):
+    body = b'{"name": "' + b"x" * (MAX_BODY_BYTES - 11) + b'"}'
+    assert len(body) == MAX_BODY_BYTES + 1
+    response = client.post("/api/v1/agents", content=body,
+                           headers={**admin, "Content-Type": "application/json"})
+    problem = assert_problem(response, 413)
+    assert "1 MiB" in problem["detail"]
+
+
+def test_body_over_limit_streamed(client, admin):
+    def chunks():
+        # No Content-Length: the body arrives chunked and is counted as it streams in.
+        yield b'{"name": "'
+        for _ in range(MAX_BODY_BYTES // 65536):
+            yield b"x" * 65536
+        yield b'"}'
+
+    response = client.post("/api/v1/agents", content=chunks(), headers={**admin, "Content-Type": "application/json"})
+    assert_problem(response, 413)
+
+
+def test_body_limit_counts_chunks_without_content_length():
+    seen: list[int] = []
+
+    async def app(scope, receive, send):
+        while True:
+            message = await receive()
+            seen.append(len(message["body"]))
+            if not message.get("more_body"):
+                return
+
+    chunks = [b"x" * 400_000, b"x" * 400_000, b"x" * 400_000, b""]
+
+    async def receive():
+        body = chunks.pop(0)
+        return {"type": "http.request", "body": body, "more_body": bool(chunks)}
+
+    async def send(message):
+        raise AssertionError("the middleware must not answer a request without Content-Length itself")
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": []}
+    with pytest.raises(BodyTooLarge):
+        anyio.run(BodyLimitMiddleware(app), scope, receive, send)
+    assert seen == [400_000, 400_000]
+
+
+def test_body_at_limit_is_read(client, admin):
+    # Exactly 1 MiB passes the limit and reaches validation, which rejects the too-long name.
+    body = b'{"name": "' + b"x" * (MAX_BODY_BYTES - 12) + b'"}'
+    assert len(body) == MAX_BODY_BYTES
+    response = client.post("/api/v1/agents", content=body, headers={**admin, "Content-Type": "application/json"})
+    assert_problem(response, 422)
+
+
+def test_oversized_body_on_bodiless_route_rejected_before_handler(client, admin):
+    agent, _ = register_agent(client, admin)
+    response = client.post(f"/api/v1/agents/{agent['id']}/suspend", content=b"x" * (MAX_BODY_BYTES + 1),
+                           headers={**admin, "Content-Type": "application/json"})
+    assert_problem(response, 413)
+    assert client.get(f"/api/v1/agents/{agent['id']}", headers=admin).json()["status"] == "verified"
+
+
+# --- problem details ----------------------------------------------------------------------------
+
+
+def test_unknown_route_and_method_are_problems(client, admin):
+    assert_problem(client.get("/api/v1/nothing-here", headers=admin), 404)
+    assert_problem(client.put("/api/v1/agents", headers=admin), 405)
+
+
+def test_malformed_json_is_422(client, admin):
+    response = client.post("/api/v1/agents", content=b'{"name": ', headers={**admin, "Content-Type": "application/json"})
+    assert_problem(response, 422)
+
+
+def test_validation_problem_lists_every_field(client, admin):
+    body = assert_problem(client.post("/api/v1/agents", json={"name": "", "capabilities": "db:read", "extra": 1},
+                                      headers=admin), 422)
+    fields = {error["field"] for error in body["errors"]}
+    assert {"name", "capabilities", "extra"} <= fields
+    assert body["field"] in fields
+
+
+def test_bad_limit_is_422(client, admin):
+    body = assert_problem(client.get("/api/v1/agents", params={"limit": 0}, headers=admin), 422)
+    assert body["field"] == "limit"
+    assert_problem(client.get("/api/v1/agents", params={"limit": 1001}, headers=admin), 422)
+
+
+def test_request_id_echoed_and_audited(client, admin):
+    request_id = f"req-{uuid.uuid4().hex[:12]}"
+    response = client.post("/api/v1/agents", json={"name": f"a-{uuid.uuid4().hex[:6]}"},
+                           headers={**admin, "X-Request-ID": request_id})
+    assert response.headers["x-request-id"] == request_id
+    agent_id = response.json()["agent"]["id"]
+    audit = client.get("/api/v1/audit-logs", params={"resource_id": agent_id, "action": "agent.register"},
+                       headers=admin).json()
+    assert audit["items"][0]["request_id"] == request_id
+    problem = assert_problem(client.get("/api/v1/agents/not-a-uuid", headers={**admin, "X-Request-ID": request_id}), 422)
+    assert problem["request_id"] == request_id
+
+
+# --- rate limits --------------------------------------------------------------------------------
+
+
+def test_rate_limit_429_with_retry_after(runtime, db, org_id):
+    headers = bearer(make_key(db, org_id, "viewer"))
+    limit = 3
+    with TestClient(create_app(runtime, background_jobs=False, rate_limit_per_minute=limit)) as limited:
+        statuses = []
+        for _ in range(3 * limit):
+            response = limited.get("/api/v1/dashboard/stats", headers=headers)
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                break
+    # A minute boundary may reset the window once, so a 429 comes by request 2 * limit + 1.
+    assert statuses[:limit] == [200] * limit
+    assert statuses[-1] == 429
+    problem = assert_problem(response, 429, "rate_limited")
+    assert 1 <= int(response.headers["retry-after"]) <= 60
+    assert "per minute" in problem["detail"]
+
+
+def test_rate_limit_separate_per_key(runtime, db, org_id):
+    first, second = bearer(make_key(db, org_id, "viewer")), bearer(make_key(db, org_id, "viewer"))
+    with TestClient(create_app(runtime, background_jobs=False, rate_limit_per_minute=2)) as limited:
+        for _ in range(5):
+            limited.get("/api/v1/alerts", headers=first)
+        assert limited.get("/api/v1/alerts", headers=second).status_code == 200
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_rate_limiter_fails_open_without_redis(runtime, caplog):
+    dead = redis.Redis(host="127.0.0.1", port=_closed_port(), socket_connect_timeout=0.2, socket_timeout=0.2,
+                       retry=Retry(NoBackoff(), 0))
+    prefix = f"{runtime.settings.redis_prefix}failopen-{uuid.uuid4().hex[:6]}:"
+    limiter = RateLimiter(dead, prefix, 1)
+    assert limiter.hit("api_key:x").allowed
+    assert "rate limiting is off" in caplog.text
+
+    # Right after a failure the limiter skips Redis: even a reachable server sees no counter.
+    limiter.client = runtime.redis
+    assert limiter.hit("api_key:x").allowed
+    assert list(runtime.redis.scan_iter(match=f"{prefix}*")) == []
+
+
+def test_rate_limit_setting_validated():
+    assert limit_from_env({}) == 6000
+    assert limit_from_env({"AIM_RATE_LIMIT_PER_MINUTE": "0"}) == 0
+    assert limit_from_env({"AIM_RATE_LIMIT_PER_MINUTE": " 120 "}) == 120
+    with pytest.raises(ConfigError, match="AIM_RATE_LIMIT_PER_MINUTE"):
+        limit_from_env({"AIM_RATE_LIMIT_PER_MINUTE": "fast"})
+    with pytest.raises(ConfigError, match="out of range"):
+        limit_from_env({"AIM_RATE_LIMIT_PER_MINUTE": "-1"})
+
+
+# --- metrics and probes -------------------------------------------------------------------------
+
+
+def test_metrics_by_route_template(client, admin):
+    agent, _ = register_agent(client, admin)
+    client.get(f"/api/v1/agents/{agent['id']}", headers=admin)
+    client.get("/api/v1/no-such-route", headers=admin)
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'route="/api/v1/agents/{agent_id}"' in text
+    assert agent["id"] not in text
+    assert 'route="unmatched"' in text
+    assert "aim_db_pool_connections{" in text
+    assert "aim_cache_l1_entries{" in text
+    assert "aim_cache_requests_total{" in text
+
+
+def test_metrics_time_rejected_bodies(client, admin):
+    client.post("/api/v1/agents", content=b"x" * (MAX_BODY_BYTES + 1), headers=admin)
+    text = client.get("/metrics").text
+    assert 'aim_http_requests_total{method="POST",route="/api/v1/agents",status="413"}' in text
+
+
+def test_healthz_and_readyz(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "postgresql": "ok", "redis": "ok"}
