@@ -141,7 +141,7 @@ def test_forged_token_invalid(client, db, org_id):
     pair = login(client, user["email"]).json()
     claims = jwt.decode(pair["access_token"], options={"verify_signature": False})
     claims["role"] = "admin"
-    forged = jwt.encode(claims, b"not the instance secret", algorithm="HS256")
+    forged = jwt.encode(claims, b"not the instance secret, 32 bytes+", algorithm="HS256")
     assert_problem(client.get("/api/v1/agents", headers=bearer(forged)), 401, "invalid_token")
     assert_problem(client.get("/api/v1/agents", headers=bearer("garbage")), 401, "invalid_token")
 

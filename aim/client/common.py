@@ -57,7 +57,7 @@ def retry_policy(retries: int, *, asynchronous: bool = False) -> tenacity.BaseRe
     kwargs = dict(
         retry=tenacity.retry_if_exception(_is_retryable),
         stop=tenacity.stop_after_attempt(retries + 1),
-        wait=tenacity.wait_exponential_jitter(initial=BACKOFF_INITIAL_S, max=BACKOFF_MAX_S),
+        wait=tenacity.wait_random_exponential(multiplier=BACKOFF_INITIAL_S, max=BACKOFF_MAX_S),
         before_sleep=_log_retry,
         reraise=True,
     )
