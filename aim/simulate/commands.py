@@ -22,7 +22,7 @@ from aim.simulate import periodic, timeline
 from aim.simulate.live import ActionExecutor, LiveStats, PeriodicTask, run_actions
 from aim.simulate.population import Population, prepare_population
 from aim.simulate.scenario import TrafficPlanner
-from aim.simulate.target import LocalTarget
+from aim.simulate.target import HttpTarget, LocalTarget
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,11 @@ def simulate(
         None, "--seed", help="Seed of the traffic model; the same seed repeats the same plan. Default: random."
     ),
     workers: int = typer.Option(4, "--workers", min=1, max=256, help="Concurrent live requests."),
+    via_api: Optional[str] = typer.Option(
+        None, "--via-api",
+        help="Base URL of a running AIM API (such as http://127.0.0.1:8080); live traffic goes through it over "
+             "HTTP with an API key the simulator creates, so request latency is measured by the API.",
+    ),
 ) -> None:
     """Drive AIM's real code paths with simulated agents, so the dashboard shows real activity.
 
@@ -97,7 +102,8 @@ def simulate(
         if duration is None:
             return
     population = _fail_cleanly(lambda: _setup(runtime, org, agents, mcp_registry, seed))
-    _live(runtime, population, bad_share=bad_share, rate=rate, duration=duration or 0.0, seed=seed, workers=workers)
+    _live(runtime, population, bad_share=bad_share, rate=rate, duration=duration or 0.0, seed=seed, workers=workers,
+          via_api=via_api)
 
 
 def _setup(runtime, org: str, agents: int, mcp_registry: Path | None, seed: int, **options) -> Population:
@@ -153,8 +159,28 @@ def _backfill(runtime, org: str, agents: int, mcp_registry: Path | None, bad_sha
         console.print(f"  {report.snapshots_skipped} daily trust snapshots were already stored and kept")
 
 
+def _traffic_target(runtime, population: Population, via_api: str | None):
+    """The in-process services, or the API at `via_api` with a fresh analyst API key."""
+    if via_api is None:
+        return LocalTarget(runtime, population.organization_id)
+    from urllib.parse import urlsplit
+
+    from aim.services import api_keys
+    from aim.services.actor import system
+
+    parts = urlsplit(via_api)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        typer.echo(f"error: --via-api {via_api!r} is invalid; expected a URL such as http://127.0.0.1:8080", err=True)
+        raise typer.Exit(2)
+    created = _fail_cleanly(lambda: api_keys.create_api_key(
+        runtime.db, population.organization_id, system("simulator"), name="simulator live traffic", role="analyst",
+    ))
+    console.print(f"sending live traffic through the API at {via_api}")
+    return HttpTarget(via_api, created.secret)
+
+
 def _live(runtime, population: Population, *, bad_share: float, rate: float, duration: float, seed: int,
-          workers: int) -> None:
+          workers: int, via_api: str | None = None) -> None:
     if not population.active:
         typer.echo("error: no verified agents with keys; nothing can act", err=True)
         raise typer.Exit(2)
@@ -162,9 +188,7 @@ def _live(runtime, population: Population, *, bad_share: float, rate: float, dur
         population.active, population.inactive, population.servers, bad_share=bad_share,
         rng=random.Random(f"{seed}:live"),
     ))
-    # NOTE: this is the seam for sending the traffic over HTTP: a target with the same verify() and
-    # attest() methods replaces LocalTarget, and the API process then runs the trust job itself.
-    executor = ActionExecutor(LocalTarget(runtime, population.organization_id))
+    executor = ActionExecutor(_traffic_target(runtime, population, via_api))
     stats = LiveStats()
     tasks = periodic.local_tasks(runtime, population.organization_id)
     tasks.append(PeriodicTask("summary", SUMMARY_INTERVAL_S, lambda: console.print(

@@ -83,3 +83,48 @@ class LocalTarget:
             logger.warning("attestation of MCP server %s rejected as malformed: %s", server_id, exc)
             return Outcome(ATTESTATION, "rejected", "invalid_request")
         return Outcome(ATTESTATION, "accepted", "ok", drift=result.drift)
+
+
+class HttpTarget:
+    """Sends the same signed requests to a running AIM API, so its latency panels show real requests.
+
+    It authenticates with an API key. Rejections come back as problem+json bodies whose `reason`
+    field carries the verifier's reason.
+    """
+
+    def __init__(self, base_url: str, api_key: str, timeout_s: float = 10.0) -> None:
+        import httpx
+
+        self.base_url = base_url.rstrip("/")
+        # trust_env=False keeps proxies from environment variables away from a loopback API.
+        self._client = httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout_s,
+            trust_env=False,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def verify(self, agent_id: uuid.UUID, request: Mapping[str, Any]) -> Outcome:
+        response = self._client.post(f"/api/v1/agents/{agent_id}/verify", json=dict(request))
+        if response.status_code == 200:
+            body = response.json()
+            return Outcome(VERIFICATION, body["decision"], body["reason"])
+        logger.warning("verify of agent %s answered %d: %s", agent_id, response.status_code, response.text[:200])
+        return Outcome(VERIFICATION, "denied", _problem_reason(response, "invalid_request"))
+
+    def attest(self, server_id: uuid.UUID, request: Mapping[str, Any]) -> Outcome:
+        response = self._client.post(f"/api/v1/mcp-servers/{server_id}/attest", json=dict(request))
+        if response.status_code in (200, 201):
+            body = response.json()
+            return Outcome(ATTESTATION, "accepted", "ok", drift=bool(body.get("drift")))
+        if response.status_code == 403:
+            return Outcome(ATTESTATION, "rejected", "agent_not_verified")
+        return Outcome(ATTESTATION, "rejected", _problem_reason(response, "invalid_request"))
+
+
+def _problem_reason(response: Any, default: str) -> str:
+    try:
+        return str(response.json().get("reason") or default)
+    except ValueError:
+        return default
