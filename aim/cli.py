@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import time
+from pathlib import Path
 from typing import Callable, TypeVar
 
 import typer
@@ -219,6 +222,66 @@ def mcp_import(
     )
     for _index, reason in result.skipped[:20]:
         console.print(f"  skipped: {reason}", highlight=False)
+
+
+@app.command("up")
+def up(
+    demo: bool = typer.Option(False, "--demo", help="Backfill 30 days of history, then run live simulated traffic."),
+    mcp_registry: Path = typer.Option(
+        None, "--mcp-registry", exists=True, dir_okay=False, readable=True,
+        help="MCP Registry export file for --demo; without it a small built-in set of servers is used.",
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address the API and the dashboard listen on."),
+    api_port: int = typer.Option(8080, "--api-port", min=1, max=65535, help="API port."),
+    dashboard_port: int = typer.Option(8501, "--dashboard-port", min=1, max=65535, help="Dashboard port."),
+    agents: int = typer.Option(1000, "--agents", min=1, max=100_000, help="Simulated agents for --demo."),
+    audit_rows: int = typer.Option(1_000_000, "--audit-rows", min=1, help="Backfilled audit rows for --demo."),
+    rate: float = typer.Option(5.0, "--rate", min=0.1, max=1000.0, help="Live demo actions per second."),
+) -> None:
+    """Run the whole product: migrations, the API and the dashboard, sharing one PostgreSQL and Redis."""
+    from aim import up as up_module
+
+    runtime = _fail_cleanly(_runtime)
+    env = up_module.child_environment(runtime.db.url, runtime.redis_url)
+    if demo:
+        _fail_cleanly(lambda: up_module.ensure_demo_accounts(runtime))
+    supervisor = up_module.Supervisor(env)
+    api_url = f"http://{host}:{api_port}"
+    dashboard_url = f"http://{host}:{dashboard_port}"
+
+    def shutdown(signum, _frame) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, shutdown)
+    try:
+        supervisor.start(up_module.api_child(host, api_port))
+        supervisor.start(up_module.dashboard_child(host, dashboard_port))
+        if not up_module.wait_until_ready(f"{api_url}/healthz"):
+            typer.echo(f"error: the API did not answer on {api_url}/healthz", err=True)
+            raise typer.Exit(1)
+        up_module.wait_until_ready(f"{dashboard_url}/_stcore/health")
+        console.print(f"API:       {api_url}/docs")
+        console.print(f"Dashboard: {dashboard_url}")
+        if demo:
+            console.print(f"Sign in as admin@demo.aim (also analyst@, manager@, viewer@) with password "
+                          f"{up_module.DEMO_PASSWORD}")
+            registry = ["--mcp-registry", str(mcp_registry)] if mcp_registry else []
+            backfill = supervisor.start(up_module.Child("backfill", up_module.simulate_args(
+                "--agents", str(agents), "--backfill", "30", "--audit-rows", str(audit_rows), "--seed", "1",
+                *registry)))
+            while backfill.alive():
+                time.sleep(0.5)
+            supervisor.start(up_module.Child("live traffic", up_module.simulate_args(
+                "--agents", str(agents), "--rate", str(rate), "--duration", "0", "--via-api", api_url, *registry)))
+        else:
+            console.print("Open the dashboard to create the first admin account.")
+        console.print("Press Ctrl-C to stop.")
+        code = supervisor.watch({"api", "dashboard"})
+        raise typer.Exit(code)
+    except KeyboardInterrupt:
+        console.print("stopping...")
+    finally:
+        supervisor.stop_all()
 
 
 def main() -> None:
