@@ -294,8 +294,8 @@ def ingest_audit_rows(
     return total
 
 
-def _ensure_month_once(conn: psycopg.Connection, when: datetime) -> None:
-    """Make sure the partition for `when`'s month exists, calling the database once per process and month."""
+def ensure_audit_month(conn: psycopg.Connection, when: datetime) -> None:
+    """Make sure the partition for the month of `when` exists, calling the database once per process and month."""
     utc = when.astimezone(timezone.utc)
     month = (utc.year, utc.month)
     if month in _months_ready:
@@ -347,6 +347,6 @@ def insert_audit(
     )
     # None lets the INSERT fall back to now(), the transaction's start time.
     values[1] = occurred_at
-    _ensure_month_once(conn, when)
+    ensure_audit_month(conn, when)
     with timed_query("audit.insert"), conn.cursor(row_factory=tuple_row) as cursor:
         return cursor.execute(INSERT_SQL, values).fetchone()[0]

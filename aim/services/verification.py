@@ -25,15 +25,15 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Mapping
 
-import psycopg
 import redis
 from psycopg.types.json import Jsonb
 
 from aim import identity, trust
 from aim.cache.throttle import RateLimitedWarning
+from aim.db.audit_ingest import ensure_audit_month
 from aim.db.pool import Database
 from aim.errors import NotFound, ValidationError
-from aim.services import alerts, audit, cache_hooks
+from aim.services import alerts, cache_hooks
 from aim.services.actor import Actor, system
 from aim.services.capabilities import grants
 from aim.services.risk_classes import classify
@@ -165,10 +165,20 @@ def load_trust_score(db: Database, agent_id: uuid.UUID) -> float:
     return float(value or 0)
 
 
-def claim_nonce(client: redis.Redis, prefix: str, agent_id: uuid.UUID, nonce: str) -> bool | None:
-    """SET NX the nonce. True: first use. False: seen before. None: Redis unreachable."""
+def claim_nonce(
+    client: redis.Redis, prefix: str, agent_id: uuid.UUID, nonce: str, *, mark_dirty: bool = False
+) -> bool | None:
+    """SET NX the nonce. True: first use. False: seen before. None: Redis unreachable.
+
+    With `mark_dirty`, the agent is queued for the trust job in the same round trip; a queued agent
+    whose request is then denied is only recalculated once more, which is harmless.
+    """
     try:
-        return bool(client.set(f"{prefix}nonce:{agent_id}:{nonce}", b"1", nx=True, ex=NONCE_TTL_S))
+        with client.pipeline(transaction=False) as pipe:
+            pipe.set(f"{prefix}nonce:{agent_id}:{nonce}", b"1", nx=True, ex=NONCE_TTL_S)
+            if mark_dirty:
+                pipe.sadd(f"{prefix}trust:dirty", str(agent_id))
+            return bool(pipe.execute()[0])
     except redis.RedisError as exc:
         _redis_warning.warning("nonce check falls back to PostgreSQL only, Redis failed: %s", exc)
         return None
@@ -201,7 +211,7 @@ def _evaluate(state: dict[str, Any], fields: dict[str, Any], now: datetime, trus
             f"{TIMESTAMP_TOLERANCE.total_seconds():.0f} s",
         )
 
-    claimed = claim_nonce(client, prefix, agent_id, fields["nonce"])
+    claimed = claim_nonce(client, prefix, agent_id, fields["nonce"], mark_dirty=True)
     if claimed is False:
         return _Outcome("replay", "this nonce was already used by this agent")
 
@@ -244,45 +254,20 @@ def verify(
     outcome = _evaluate(state, fields, now, trust_score, risk_class, client, redis_prefix, agent_id)
     actor = actor or Actor("agent", str(agent_id))
 
-    with db.transaction() as conn:
-        try:
-            with conn.transaction():
-                event_id = _insert_event(db, conn, organization_id, agent_id, fields, outcome, risk_class, trust_score,
-                                         started)
-        except psycopg.errors.UniqueViolation:
-            # The nonce is in PostgreSQL although Redis did not know it (for example after a flush).
+    event_id: uuid.UUID | None = None
+    if outcome.reason not in ALERTING_REASONS:
+        event_id = _record_quietly(db, organization_id, agent_id, fields, outcome, risk_class, trust_score, actor,
+                                   started)
+        if event_id is None:
+            # PostgreSQL knew the nonce although Redis did not (for example after a flush).
             outcome = _Outcome("replay", "this nonce was already used by this agent")
-            event_id = _insert_event(db, conn, organization_id, agent_id, fields, outcome, risk_class, trust_score,
-                                     started)
-        audit.record(
-            conn, organization_id, actor, "agent.verify", "agent", str(agent_id),
-            result="success" if outcome.decision == "allowed" else "denied",
-            details={"action": fields["action"], "resource": fields.get("resource", ""), "reason": outcome.reason,
-                     "risk_class": risk_class, "verification_id": str(event_id)},
+    if event_id is None:
+        event_id, trust_score = _record_with_alert(
+            db, organization_id, agent_id, fields, outcome, risk_class, trust_score, actor, started
         )
-        db.execute(
-            "verification.touch_agent",
-            """UPDATE agents SET last_seen_at = now()
-               WHERE id = %s AND (last_seen_at IS NULL OR last_seen_at < now() - interval '1 minute')""",
-            (agent_id,),
-            conn=conn,
-        )
-        if outcome.reason in ALERTING_REASONS:
-            alert_type, severity, title = ALERTING_REASONS[outcome.reason]
-            alerts.raise_alert(
-                db, conn, organization_id, alert_type=alert_type, severity=severity,
-                title=f"{title} from agent {agent_id}", description=outcome.detail,
-                resource_type="agent", resource_id=str(agent_id), related_agent_ids=[agent_id],
-                details={"action": fields["action"], "verification_id": str(event_id)},
-            )
-            score = trust.recalculate_agent(
-                db, organization_id, agent_id, reason=f"verification denied: {outcome.reason}",
-                actor=system("verification").label, conn=conn,
-            )
-            trust_score = float(score.score)
-    if outcome.reason in ALERTING_REASONS:
         cache_hooks.agent_changed(agent_id)
-    else:
+    elif not outcome.nonce_stored:
+        # Allowed and nonce-claiming denials were queued together with the nonce claim.
         mark_trust_dirty(client, redis_prefix, agent_id)
 
     latency_ms = (time.perf_counter() - started) * 1000.0
@@ -290,21 +275,101 @@ def verify(
                     latency_ms)
 
 
-def _insert_event(db, conn, organization_id, agent_id, fields, outcome: _Outcome, risk_class, trust_score, started):
-    return db.fetch_value(
-        "verification.insert_event",
-        """INSERT INTO verification_events (organization_id, agent_id, action, resource, risk_class, decision,
-                                            reason, nonce, key_id, signature_valid, request_timestamp, trust_score,
-                                            latency_ms)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
-        (
-            organization_id, agent_id, fields["action"], fields.get("resource", ""), risk_class, outcome.decision,
-            outcome.reason, fields["nonce"] if outcome.nonce_stored else None, fields.get("key_id"),
-            outcome.reason not in ("bad_signature", "unknown_key"), fields["_timestamp"],
-            round(trust_score, 4), (time.perf_counter() - started) * 1000.0,
-        ),
-        conn=conn,
-    )
+# One statement records the event, its audit row and the agent's last-seen time, so the common
+# path costs one round trip and is atomic on its own. When the nonce is already stored the event
+# insert does nothing, the audit insert selects no row, and the caller records a replay instead.
+_RECORD_SQL = """
+WITH event AS (
+    INSERT INTO verification_events (id, organization_id, agent_id, action, resource, risk_class, decision, reason,
+                                     nonce, key_id, signature_valid, request_timestamp, trust_score, latency_ms)
+    VALUES (%(id)s, %(org)s, %(agent)s, %(action)s, %(resource)s, %(risk_class)s, %(decision)s, %(reason)s,
+            %(nonce)s, %(key_id)s, %(signature_valid)s, %(request_timestamp)s, %(trust_score)s, %(latency_ms)s)
+    ON CONFLICT (agent_id, nonce) WHERE nonce IS NOT NULL DO NOTHING
+    RETURNING id
+), audit AS (
+    INSERT INTO audit_logs (organization_id, actor_type, actor_id, action, resource_type, resource_id, result,
+                            ip_address, user_agent, request_id, details)
+    SELECT %(org)s, %(actor_type)s, %(actor_id)s, 'agent.verify', 'agent', %(agent_text)s, %(result)s,
+           %(ip)s, %(user_agent)s, %(request_id)s, %(details)s
+    FROM event
+    RETURNING id
+), touch AS (
+    UPDATE agents SET last_seen_at = now()
+    WHERE id = %(agent)s AND (last_seen_at IS NULL OR last_seen_at < now() - interval '1 minute')
+      AND EXISTS (SELECT 1 FROM event)
+    RETURNING id
+)
+SELECT (SELECT id FROM event) AS event_id
+"""
+
+
+def _event_params(organization_id, agent_id, fields, outcome: _Outcome, risk_class, trust_score, actor: Actor,
+                  started: float, event_id: uuid.UUID, *, store_nonce: bool) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "org": organization_id,
+        "agent": agent_id,
+        "agent_text": str(agent_id),
+        "action": fields["action"],
+        "resource": fields.get("resource", ""),
+        "risk_class": risk_class,
+        "decision": outcome.decision,
+        "reason": outcome.reason,
+        "nonce": fields["nonce"] if store_nonce else None,
+        "key_id": fields.get("key_id"),
+        "signature_valid": outcome.reason not in ("bad_signature", "unknown_key"),
+        "request_timestamp": fields["_timestamp"],
+        "trust_score": round(trust_score, 4),
+        "latency_ms": (time.perf_counter() - started) * 1000.0,
+        "actor_type": actor.actor_type,
+        "actor_id": actor.actor_id,
+        "result": "success" if outcome.decision == "allowed" else "denied",
+        "ip": actor.ip_address,
+        "user_agent": actor.user_agent,
+        "request_id": actor.request_id,
+        "details": Jsonb({"action": fields["action"], "resource": fields.get("resource", ""),
+                          "reason": outcome.reason, "risk_class": risk_class, "verification_id": str(event_id)}),
+    }
+
+
+def _record_quietly(db, organization_id, agent_id, fields, outcome: _Outcome, risk_class, trust_score,
+                    actor: Actor, started: float) -> uuid.UUID | None:
+    """Record a decision that raises no alert. Return None when the nonce was already stored."""
+    event_id = uuid.uuid4()
+    params = _event_params(organization_id, agent_id, fields, outcome, risk_class, trust_score, actor, started,
+                           event_id, store_nonce=outcome.nonce_stored)
+    with db.transaction() as conn:
+        ensure_audit_month(conn, datetime.now(timezone.utc))
+        return db.fetch_value("verification.record", _RECORD_SQL, params, conn=conn)
+
+
+def _record_with_alert(db, organization_id, agent_id, fields, outcome: _Outcome, risk_class, trust_score,
+                       actor: Actor, started: float) -> tuple[uuid.UUID, float]:
+    """Record a denial that raises an alert and recalculates trust, all in one transaction."""
+    with db.transaction() as conn:
+        ensure_audit_month(conn, datetime.now(timezone.utc))
+        event_id = uuid.uuid4()
+        params = _event_params(organization_id, agent_id, fields, outcome, risk_class, trust_score, actor, started,
+                               event_id, store_nonce=outcome.nonce_stored)
+        recorded = db.fetch_value("verification.record", _RECORD_SQL, params, conn=conn)
+        if recorded is None:
+            outcome = _Outcome("replay", "this nonce was already used by this agent")
+            event_id = uuid.uuid4()
+            params = _event_params(organization_id, agent_id, fields, outcome, risk_class, trust_score, actor,
+                                   started, event_id, store_nonce=False)
+            db.fetch_value("verification.record", _RECORD_SQL, params, conn=conn)
+        alert_type, severity, title = ALERTING_REASONS[outcome.reason]
+        alerts.raise_alert(
+            db, conn, organization_id, alert_type=alert_type, severity=severity,
+            title=f"{title} from agent {agent_id}", description=outcome.detail,
+            resource_type="agent", resource_id=str(agent_id), related_agent_ids=[agent_id],
+            details={"action": fields["action"], "verification_id": str(event_id)},
+        )
+        score = trust.recalculate_agent(
+            db, organization_id, agent_id, reason=f"verification denied: {outcome.reason}",
+            actor=system("verification").label, conn=conn,
+        )
+    return event_id, float(score.score)
 
 
 def mark_trust_dirty(client: redis.Redis, prefix: str, agent_id: uuid.UUID) -> None:
