@@ -9,6 +9,7 @@ and the periodic jobs scheduler, and stops them at shutdown.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -27,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 API_ROUTERS = (auth, agents, capabilities, mcp, audit, alerts, stats, api_keys)
+# AIM records its own metrics (aim.metrics). FastAPI's native OpenTelemetry support (FastAPI 0.165
+# and later) is switched off, because with it on FastAPI queries the OpenTelemetry providers, which
+# read the environment, on every request.
+NATIVE_TELEMETRY_OFF = {"tracing": False, "metrics": False, "logs": False}
 
 
 def _package_version() -> str:
@@ -76,7 +81,9 @@ def create_app(
     metric flusher and the job scheduler off (tests that run several apps in one process).
     `rate_limit_per_minute` defaults to AIM_RATE_LIMIT_PER_MINUTE; 0 turns limiting off.
     """
+    options = {"telemetry": NATIVE_TELEMETRY_OFF} if "telemetry" in inspect.signature(FastAPI).parameters else {}
     app = FastAPI(
+        **options,
         title="AIM API",
         version=_package_version(),
         description="Agent Identity Management: agents, signed action verification, trust, MCP servers, "

@@ -6,6 +6,7 @@ memory stream to every request.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -26,6 +27,7 @@ REQUEST_ID_HEADER = b"x-request-id"
 # A client-supplied request id is kept only if it is short and plain, since it lands in logs and audit rows.
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
 UNMATCHED_ROUTE = "unmatched"
+TEMPLATE_CACHE_SIZE = 4096
 
 
 class RequestIdMiddleware:
@@ -62,8 +64,10 @@ class RouteTemplates:
         for path, methods in routes:
             regex, path_format, _ = compile_path(path)
             self._entries.append((regex, path_format, methods))
+        # Matching tries every route's regex in turn; the hot paths repeat, so recent results are kept.
+        self.match = functools.lru_cache(maxsize=TEMPLATE_CACHE_SIZE)(self._match)
 
-    def match(self, method: str, path: str) -> str:
+    def _match(self, method: str, path: str) -> str:
         """Return the template of the route for `method` and `path`; a path match with another method
         (a 405) still names its route. Any other path is `unmatched`."""
         path_only = None

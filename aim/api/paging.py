@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Callable
 
 from fastapi import Query
+from pydantic import BaseModel
+from starlette.responses import Response
 
+from aim.api.fastjson import render_page
 from aim.db import keyset
 
 Cursor = Annotated[
@@ -26,3 +29,15 @@ def page_body(page: keyset.Page, convert: Callable[[dict[str, Any]], dict[str, A
         "total": page.total if page.total is not None else len(items),
         "total_is_estimate": page.total_is_estimate,
     }
+
+
+def page_json_bytes(page: keyset.Page, item_model: type[BaseModel]) -> bytes:
+    """Return the JSON body of the list response of `page`, items as `item_model` (see aim.api.fastjson)."""
+    return render_page(page.items, item_model, next_cursor=page.next_cursor, prev_cursor=page.prev_cursor,
+                       total=page.total if page.total is not None else len(page.items),
+                       total_is_estimate=page.total_is_estimate)
+
+
+def page_response(page: keyset.Page, item_model: type[BaseModel]) -> Response:
+    """Return the list response of `page` rendered with orjson (see aim.api.fastjson), items as `item_model`."""
+    return Response(page_json_bytes(page, item_model), media_type="application/json")

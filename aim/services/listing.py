@@ -9,9 +9,14 @@ estimate above, so a first page costs about the same on 10 million rows as on 10
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+import time
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Mapping
+
+import cachetools
 
 from aim.db import keyset
 from aim.db.pool import Database
@@ -22,6 +27,11 @@ from aim.services.actor import ACTOR_TYPES, ROLES
 # Counting up to 1,000 index entries takes well under a millisecond; beyond that the total is
 # the planner's estimate and `total_is_estimate` is set.
 COUNT_THRESHOLD = 1000
+# A planner estimate is reused for this long by the same list and filters in this process, which
+# spares the exact pass and the EXPLAIN on every page. Exact totals are never reused, so a small
+# list's total counts a write at once.
+ESTIMATE_TTL_S = 5.0
+ESTIMATE_CACHE_SIZE = 4096
 
 AUDIT_RESULTS = ("success", "failure", "denied")
 
@@ -92,6 +102,36 @@ TRUST_HISTORY = keyset.ListSpec(
 )
 
 
+_estimates: cachetools.TTLCache = cachetools.TTLCache(maxsize=ESTIMATE_CACHE_SIZE, ttl=ESTIMATE_TTL_S,
+                                                     timer=time.monotonic)
+_estimates_lock = threading.Lock()
+
+
+def _estimate_key(spec: keyset.ListSpec, scope: Mapping[str, Any], filters: Mapping[str, Any]) -> tuple:
+    return (spec.name, tuple(sorted((name, str(value)) for name, value in scope.items())),
+            tuple(sorted((name, str(value)) for name, value in filters.items() if value is not None and value != "")))
+
+
+def _fetch_page(
+    db: Database, spec: keyset.ListSpec, *, scope: Mapping[str, Any], filters: Mapping[str, Any] | None = None,
+    cursor: str | None, limit: int, secret: bytes,
+) -> keyset.Page:
+    """Fetch one page and its total on one pooled connection, reusing a recent estimate of the total."""
+    filters = filters or {}
+    key = _estimate_key(spec, scope, filters)
+    with _estimates_lock:
+        estimate = _estimates.get(key)
+    with db.pinned(stale_ok=True):
+        page = keyset.fetch_page(db, spec, scope=scope, filters=filters, cursor=cursor, limit=limit, secret=secret,
+                                 count=estimate is None, count_threshold=COUNT_THRESHOLD)
+    if estimate is not None:
+        return dataclasses.replace(page, total=estimate, total_is_estimate=True)
+    if page.total_is_estimate:
+        with _estimates_lock:
+            _estimates[key] = page.total
+    return page
+
+
 def _one_of(field: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
     if value is not None and value not in allowed:
         raise ValidationError(field, f"{value!r} is invalid; expected one of {', '.join(allowed)}")
@@ -117,10 +157,10 @@ def list_agents(
     _one_of("status", status, agents.STATUSES)
     if agent_type is not None:
         agents.validate_agent_type(agent_type)
-    return keyset.fetch_page(
+    return _fetch_page(
         db, AGENT_SORTS[sort], scope={"organization_id": organization_id},
         filters={"status": status, "agent_type": agent_type, "prefix": name_prefix}, cursor=cursor, limit=limit,
-        secret=_secret(secret), count_threshold=COUNT_THRESHOLD,
+        secret=_secret(secret),
     )
 
 
@@ -128,11 +168,15 @@ def list_mcp_servers(
     db: Database, organization_id: uuid.UUID, *, sort: str = "name", name_prefix: str | None = None,
     status: str | None = None, drift_detected: bool | None = None, source: str | None = None,
     cursor: str | None = None, limit: int = keyset.DEFAULT_LIMIT, secret: bytes | None = None,
+    use_cache: bool = True,
 ) -> keyset.Page:
-    """Fetch one page of MCP servers, from the `mcp_server_list` cache (see `mcp_servers.list_servers`)."""
+    """Fetch one page of MCP servers, from the `mcp_server_list` cache (see `mcp_servers.list_servers`).
+
+    `use_cache=False` reads PostgreSQL, for a caller that caches what it makes of the page itself.
+    """
     return mcp_servers.list_servers(
         db, organization_id, sort=sort, name_prefix=name_prefix, status=status, drift_detected=drift_detected,
-        source=source, cursor=cursor, limit=limit, secret=_secret(secret),
+        source=source, cursor=cursor, limit=limit, secret=_secret(secret), use_cache=use_cache,
     )
 
 
@@ -158,9 +202,9 @@ def list_audit_logs(
     _one_of("actor_type", actor_type, ACTOR_TYPES)
     filters = {"start": start, "end": end, "actor": actor, "actor_type": actor_type, "action": action,
                "resource_type": resource_type, "resource_id": resource_id, "result": result}
-    return keyset.fetch_page(
+    return _fetch_page(
         db, AUDIT_LOGS, scope={"organization_id": organization_id}, filters=filters, cursor=cursor, limit=limit,
-        secret=_secret(secret), count_threshold=COUNT_THRESHOLD,
+        secret=_secret(secret),
     )
 
 
@@ -175,9 +219,9 @@ def list_alerts(
     _one_of("severity", severity, alerts.SEVERITIES)
     filters = {"status": status, "severity": severity, "alert_type": alert_type, "resource_type": resource_type,
                "resource_id": resource_id, "start": start, "end": end}
-    return keyset.fetch_page(
+    return _fetch_page(
         db, ALERTS, scope={"organization_id": organization_id}, filters=filters, cursor=cursor, limit=limit,
-        secret=_secret(secret), count_threshold=COUNT_THRESHOLD,
+        secret=_secret(secret),
     )
 
 
@@ -187,9 +231,9 @@ def list_api_keys(
 ) -> keyset.Page:
     """Fetch one page of API keys (without their hashes), newest first, revoked ones included."""
     _one_of("role", role, ROLES)
-    return keyset.fetch_page(
+    return _fetch_page(
         db, API_KEYS, scope={"organization_id": organization_id}, filters={"agent_id": agent_id, "role": role},
-        cursor=cursor, limit=limit, secret=_secret(secret), count_threshold=COUNT_THRESHOLD,
+        cursor=cursor, limit=limit, secret=_secret(secret),
     )
 
 
@@ -199,7 +243,7 @@ def list_trust_history(
 ) -> keyset.Page:
     """Fetch one page of an agent's trust score changes, newest first. Raises NotFound for another organization's agent."""
     agents.get_agent(db, organization_id, agent_id)
-    return keyset.fetch_page(
+    return _fetch_page(
         db, TRUST_HISTORY, scope={"organization_id": organization_id, "agent_id": agent_id}, cursor=cursor,
-        limit=limit, secret=_secret(secret), count_threshold=COUNT_THRESHOLD,
+        limit=limit, secret=_secret(secret),
     )

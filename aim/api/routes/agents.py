@@ -6,14 +6,14 @@ import uuid
 from datetime import timedelta
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query, Request, status
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 
 from aim import identity
 from aim.api import schemas
-from aim.api.paging import Cursor, Limit, page_body
+from aim.api.paging import Cursor, Limit, page_body, page_response
 from aim.api.security import Principal, client_address, get_runtime, read, request_id, write
 from aim.db import keyset
-from aim.services import agents, cache_hooks, listing, verification
+from aim.services import agents, listing, verification
 from aim.services.actor import Actor
 
 router = APIRouter(tags=["agents"])
@@ -36,14 +36,14 @@ def list_agents(
     agent_type: str | None = Query(None, max_length=50),
     name_prefix: str | None = Query(None, max_length=keyset.MAX_PREFIX_LENGTH),
     principal: Principal = Depends(read("list agents")),
-) -> dict[str, Any]:
+) -> Response:
     """Newest first (`sort=created`), highest trust first (`trust`) or by name A to Z (`name`)."""
     runtime = get_runtime(request)
     page = listing.list_agents(
         runtime.db, principal.organization_id, sort=sort, status=status_filter, agent_type=agent_type,
         name_prefix=name_prefix, cursor=cursor, limit=limit, secret=runtime.secret_key,
     )
-    return page_body(page)
+    return page_response(page, schemas.AgentSummary)
 
 
 @router.post("/agents", response_model=schemas.AgentCreated, status_code=status.HTTP_201_CREATED,
@@ -58,8 +58,7 @@ def register_agent(
         description=body.description, public_key=body.public_key, capabilities=body.capabilities,
         metadata=body.metadata, status=body.status,
     )
-    # A new agent changes the overview counts; the service leaves that invalidation to its callers.
-    cache_hooks.stats_changed()
+    # agents.register_agent already invalidates the overview counts (cache_hooks.stats_changed).
     return {"agent": agent_detail(registered.agent), "private_key_pem": registered.private_key_pem}
 
 

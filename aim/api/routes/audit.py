@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from aim.api import schemas
-from aim.api.paging import Cursor, Limit, page_body
+from aim.api.paging import Cursor, Limit, page_response
 from aim.api.security import AUDIT_ROLES, Principal, get_runtime, permit
 from aim.db import keyset
 from aim.services import listing
@@ -30,7 +30,7 @@ def list_audit_logs(
     cursor: Cursor = None,
     limit: Limit = keyset.DEFAULT_LIMIT,
     principal: Principal = Depends(permit(AUDIT_ROLES, operation="read the audit log")),
-) -> dict[str, Any]:
+) -> Response:
     """Newest first. Every page costs the same at any depth (keyset paging on occurred_at, id)."""
     runtime = get_runtime(request)
     page = listing.list_audit_logs(
@@ -38,4 +38,4 @@ def list_audit_logs(
         action=action, resource_type=resource_type, resource_id=resource_id, result=result, cursor=cursor,
         limit=limit, secret=runtime.secret_key,
     )
-    return page_body(page)
+    return page_response(page, schemas.AuditLog)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from aim.api import schemas
-from aim.api.paging import Cursor, Limit, page_body
+from aim.api.fastjson import cached_json
+from aim.api.paging import Cursor, Limit, page_json_bytes
 from aim.api.security import Principal, client_address, get_runtime, read, request_id, write
 from aim.db import keyset
 from aim.errors import ValidationError
 from aim.services import listing, mcp_registry, mcp_servers
 from aim.services.actor import Actor
+from aim.services.cache_hooks import MCP_SERVER_LIST
 
 router = APIRouter(tags=["mcp-servers"])
 
@@ -31,7 +33,7 @@ def list_servers(
     url: str | None = Query(None, max_length=mcp_servers.MAX_URL_LENGTH,
                             description="Exact URL lookup: the page contains the server at this URL, or no item"),
     principal: Principal = Depends(read("list MCP servers", agent_scoped=True)),
-) -> dict[str, Any]:
+) -> dict[str, Any] | Response:
     """By name A to Z or by confidence, highest first. Pages are cached for up to 10 minutes; writes refresh them."""
     runtime = get_runtime(request)
     if url is not None:
@@ -39,11 +41,22 @@ def list_servers(
         items = [server] if server is not None else []
         return {"items": items, "next_cursor": None, "prev_cursor": None, "total": len(items),
                 "total_is_estimate": False}
-    page = listing.list_mcp_servers(
-        runtime.db, principal.organization_id, sort=sort, name_prefix=name_prefix, status=status_filter,
-        drift_detected=drift_detected, source=source, cursor=cursor, limit=limit, secret=runtime.secret_key,
-    )
-    return page_body(page)
+
+    def render() -> bytes:
+        page = listing.list_mcp_servers(
+            runtime.db, principal.organization_id, sort=sort, name_prefix=name_prefix, status=status_filter,
+            drift_detected=drift_detected, source=source, cursor=cursor, limit=limit, secret=runtime.secret_key,
+            use_cache=False,
+        )
+        return page_json_bytes(page, schemas.McpServer)
+
+    # The rendered page is cached in the mcp_server_list cache, where every server write drops it in
+    # every process. The page under it is read from PostgreSQL, because caching it too would only add
+    # a second lock and store to each cold read.
+    query = {"organization_id": str(principal.organization_id), "sort": sort, "prefix": name_prefix,
+             "status": status_filter, "drift_detected": drift_detected, "source": source, "cursor": cursor,
+             "limit": limit}
+    return cached_json(MCP_SERVER_LIST, str(principal.organization_id), query, render)
 
 
 @router.post("/mcp-servers", response_model=schemas.McpServerDetail, status_code=status.HTTP_201_CREATED,

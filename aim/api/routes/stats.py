@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
 from aim.api import schemas
+from aim.api.fastjson import model_json
 from aim.api.security import Principal, get_runtime, read
 from aim.services import stats
 
@@ -14,7 +14,7 @@ router = APIRouter(tags=["dashboard"])
 
 
 @router.get("/dashboard/stats", response_model=schemas.DashboardStats, summary="Overview statistics")
-def dashboard_stats(request: Request, principal: Principal = Depends(read("read the overview"))) -> dict[str, Any]:
+def dashboard_stats(request: Request, principal: Principal = Depends(read("read the overview"))) -> Response:
     """Return agent counts, average trust, verification rate and denial rate over the last hour, open alerts and MCP
     server figures. Cached for up to 5 minutes; `computed_at` is when the figures were measured."""
-    return stats.dashboard_stats(get_runtime(request).db, principal.organization_id)
+    return model_json(stats.dashboard_stats(get_runtime(request).db, principal.organization_id), schemas.DashboardStats)
