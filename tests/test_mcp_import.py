@@ -14,7 +14,7 @@ import pytest
 from aim.services import mcp_registry, mcp_servers
 from aim.services.actor import Actor
 from aim.services.mcp_registry import RegistryError, fetch_registry_pages, import_registry, load_registry_file
-from tests.conftest import MCP_REGISTRY_FILE
+from conftest import MCP_REGISTRY_FILE
 
 pytestmark = pytest.mark.integration
 

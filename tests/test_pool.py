@@ -8,7 +8,7 @@ from psycopg import sql
 
 from aim.db import migrate
 from aim.db.pool import Database
-from tests.conftest import _with_database
+from conftest import _with_database
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from aim.simulate.scenario import ROUTINE, STALE_TIMESTAMP, TAMPERED_SIGNATURE, 
 from aim.simulate.signed_requests import verification_request
 from aim.simulate.target import LocalTarget
 from aim.trust.gather import database_now
-from tests.conftest import MCP_REGISTRY_FILE
+from conftest import MCP_REGISTRY_FILE
 
 pytestmark = pytest.mark.integration
 
