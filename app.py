@@ -193,7 +193,7 @@ def build_navigation(role: str) -> dict[str, list[st.Page]]:
     return sections
 
 
-def render_sidebar(user: dict) -> None:
+def render_sidebar(user: dict, *, write_cookie: bool = True) -> None:
     """Render the user block, timezone picker and sign-out button below the navigation."""
     with st.sidebar:
         with st.container(border=True):
@@ -208,7 +208,8 @@ def render_sidebar(user: dict) -> None:
         )
         st.query_params["tz"] = st.session_state["timezone"]
         st.button("Sign out", key="sign_out", on_click=auth.sign_out, icon=":material/logout:", width="stretch")
-        auth.render_cookie_script()
+        if write_cookie:
+            auth.render_cookie_script()
 
 
 def main() -> None:
@@ -228,7 +229,9 @@ def main() -> None:
         return
     st.logo(LOGO_SVG, size="large")
     navigation = st.navigation(build_navigation(user["role"]), position="sidebar")
-    render_sidebar(user)
+    # The home page switches to the overview at once, and the browser drops a script rendered in a
+    # run that switches pages, so a pending cookie is written on the overview's run instead.
+    render_sidebar(user, write_cookie=navigation.url_path not in ("", HOME_PATH))
     navigation.run()
 
 

@@ -142,6 +142,10 @@ def test_paging_keeps_cursor_in_url(db, org_id):
 
     at.button(key="agents_pager_prev").click().run()
     assert table_names(at) == first_page
+    assert at.query_params["page"] == "1"
+
+    at.button(key="agents_pager_first").click().run()
+    assert table_names(at) == first_page
     assert "cursor" not in at.query_params
 
 

@@ -113,8 +113,12 @@ def test_paging_survives_new_rows_and_rerun(db, org_id):
     at.run()
     assert list(table(at)["id"]) == second
 
-    # Page 1 follows the clock again: the new events on top, then the old first page.
+    # Previous returns the page the user saw, without the new events.
     button(at, "audit_table_prev").click().run()
+    assert list(table(at)["id"]) == first
+
+    # First follows the clock again: the new events on top, then the old first page.
+    button(at, "audit_table_first").click().run()
     rows = table(at)
     assert list(rows["actor_id"][:5]) == ["agent-new"] * 5
     assert list(rows["id"][5:]) == first[:95]

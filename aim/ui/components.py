@@ -267,11 +267,13 @@ def _page_number(param: str) -> int:
 
 
 def _go(param: str, cursor: str | None, number: int) -> None:
-    if cursor is None or number <= 1:
+    # Only First clears the cursor. Previous back to page 1 keeps its cursor, so it shows the rows
+    # the user saw there, not rows written since.
+    if cursor is None:
         clear_params(param, page_number_param(param))
     else:
         st.query_params[param] = cursor
-        st.query_params[page_number_param(param)] = str(number)
+        st.query_params[page_number_param(param)] = str(max(number, 1))
 
 
 def pager(page: Page, *, key: str, noun: str, param: str = CURSOR_PARAM) -> None:
@@ -283,7 +285,7 @@ def pager(page: Page, *, key: str, noun: str, param: str = CURSOR_PARAM) -> None
     info, first, previous, following = st.columns([6, 1, 1, 1], vertical_alignment="center")
     shown = len(page.items)
     info.caption(f"Page {number} · {shown} shown · {count_label(page, noun)}")
-    first.button("First", key=f"{key}_first", disabled=number <= 1 and page.prev_cursor is None,
+    first.button("First", key=f"{key}_first", disabled=number <= 1 and param not in st.query_params,
                  on_click=_go, args=(param, None, 1), width="stretch", icon=":material/first_page:")
     previous.button("Previous", key=f"{key}_prev", disabled=page.prev_cursor is None,
                     on_click=_go, args=(param, page.prev_cursor, number - 1), width="stretch",

@@ -261,8 +261,11 @@ def bound_choice(
     `on_change` runs. An unknown value in the URL falls back to `default`.
     """
     key = widget_key(param)
-    if key not in st.session_state or st.session_state[key] not in options:
-        st.session_state[key] = param_choice(param, options, default)
+    # The URL wins over a value left in session state by another page that shares the key with
+    # other options, so the widget and the panels always show the same choice.
+    from_url = param_choice(param, options, default)
+    if st.session_state.get(key) != from_url:
+        st.session_state[key] = from_url
 
     def write_back() -> None:
         value = st.session_state.get(key)
