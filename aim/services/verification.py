@@ -134,7 +134,7 @@ def validate_request(request: Mapping[str, Any], agent_id: uuid.UUID) -> dict[st
 
 
 def load_agent_state(db: Database, organization_id: uuid.UUID, agent_id: uuid.UUID) -> dict[str, Any]:
-    """Keys, status, capabilities and the organization's risk overrides, from the agent_metadata cache."""
+    """Return the keys, status, capabilities and risk overrides of an agent, from the agent_metadata cache."""
     from aim.cache import get_cache
 
     def compute() -> dict[str, Any] | None:
@@ -155,7 +155,7 @@ def load_agent_state(db: Database, organization_id: uuid.UUID, agent_id: uuid.UU
 
 
 def load_trust_score(db: Database, agent_id: uuid.UUID) -> float:
-    """The agent's stored trust score, from the trust_scores cache (TTL 1 min)."""
+    """Return the stored trust score of an agent, from the trust_scores cache (TTL 1 min)."""
     from aim.cache import get_cache
 
     def compute() -> Decimal | None:
