@@ -130,3 +130,13 @@ def scratch_db(settings: Settings, empty_database_url: str) -> Database:
     database.open()
     yield database
     database.close()
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """Run the browser tests last.
+
+    Playwright's sync API keeps an asyncio loop running in the main thread until its session
+    fixtures are torn down at the end of the run, and tests that start their own event loop
+    (anyio.run, the async client) fail while it runs. The sort is stable, so the order is otherwise kept.
+    """
+    items.sort(key=lambda item: "e2e" in item.path.parts)
