@@ -39,7 +39,7 @@ class Runtime:
         logger.info("runtime closed")
 
     def backend_description(self) -> dict[str, str]:
-        """Which backends are in use and where, with passwords hidden."""
+        """Return which backends are in use and where, with passwords hidden."""
         return {
             "postgresql": ("embedded " if self.settings.embedded_database else "") + redact_url(self.db.url),
             "postgresql_replica": redact_url(self.db.replica_url) if self.db.replica_url else "none",

@@ -85,7 +85,7 @@ class Supervisor:
 
 
 def wait_until_ready(url: str, timeout_s: float = READY_TIMEOUT_S) -> bool:
-    """Poll `url` until it answers 200 or `timeout_s` passes."""
+    """Poll `url` until it returns HTTP 200 or `timeout_s` passes. Return whether it did."""
     deadline = time.monotonic() + timeout_s
     with httpx.Client(timeout=2.0, trust_env=False) as client:
         while time.monotonic() < deadline:
@@ -99,7 +99,7 @@ def wait_until_ready(url: str, timeout_s: float = READY_TIMEOUT_S) -> bool:
 
 
 def child_environment(database_url: str, redis_url: str) -> dict[str, str]:
-    """The parent's environment with the resolved backend URLs, so children share one instance."""
+    """Return the parent's environment with the resolved backend URLs, so children share one instance."""
     env = dict(os.environ)
     env["AIM_DATABASE_URL"] = database_url
     env["AIM_REDIS_URL"] = redis_url
@@ -134,8 +134,8 @@ DEMO_ACCOUNTS = (
 def ensure_demo_accounts(runtime) -> list[tuple[str, str]]:
     """Create the demo organization and one account per role; existing accounts are kept as they are.
 
-    NOTE: the demo password is fixed and printed so that a first-time user can sign in; `aim up`
-    without --demo creates no accounts, and the first dashboard screen creates the admin instead.
+    NOTE: the demo password is fixed and printed so that a first-time user can sign in. `aim up`
+    without --demo creates no accounts, because the first dashboard screen creates the admin.
     """
     from aim.errors import Conflict
     from aim.services import organizations, users

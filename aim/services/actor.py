@@ -1,4 +1,4 @@
-"""Who performs an action, as recorded in the audit trail."""
+"""The actor behind an action, as recorded in the audit trail."""
 
 from __future__ import annotations
 
@@ -31,5 +31,5 @@ SYSTEM = Actor("system", "aim", role="admin")
 
 
 def system(component: str) -> Actor:
-    """An actor for AIM's own jobs, such as `system("trust-recalc")`."""
+    """Return an actor for one of AIM's own jobs, such as `system("trust-recalc")`."""
     return Actor("system", component, role="admin")

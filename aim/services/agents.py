@@ -373,7 +373,7 @@ def list_keys(db: Database, organization_id: uuid.UUID, agent_id: uuid.UUID) -> 
 def grant_capability(
     db: Database, organization_id: uuid.UUID, agent_id: uuid.UUID, capability: str, actor: Actor
 ) -> list[str]:
-    """Grant `capability`; granting one the agent already holds changes nothing. Return the active set."""
+    """Grant `capability` and return the active set. Granting a capability the agent already has changes nothing."""
     capability = validate_capability(capability)
     with db.transaction() as conn:
         current = _lock_agent(db, conn, organization_id, agent_id)

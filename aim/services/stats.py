@@ -88,7 +88,10 @@ def _compute_stats(db: Database, organization_id: uuid.UUID) -> dict[str, Any]:
         (organization_id,),
         stale_ok=True,
     )
-    assert agents is not None and verifications is not None and mcp is not None
+    # Aggregates without GROUP BY always return one row.
+    assert agents is not None
+    assert verifications is not None
+    assert mcp is not None
 
     open_alerts = {severity: 0 for severity in SEVERITIES}
     for row in alert_rows:

@@ -11,8 +11,8 @@ The checks run in this order, and the first failure decides the denial reason:
 7. trust      `trust_below_threshold`  the score is under the action's risk class threshold
 
 Every decision writes a verification event and an audit row in one transaction. A bad signature, a
-replay or a capability violation also raises an alert and recalculates the agent's trust at once;
-other decisions mark the agent for the periodic trust job.
+replay or a capability violation also raises an alert and recalculates the agent's trust at once.
+Other decisions queue the agent for the periodic trust job.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ logger = logging.getLogger(__name__)
 _redis_warning = RateLimitedWarning(logger, interval_s=30.0)
 
 TIMESTAMP_TOLERANCE = timedelta(seconds=300)
-# Redis keeps a nonce for twice the timestamp window; after that the timestamp check rejects it anyway,
-# and the unique index in PostgreSQL still catches it.
+# Redis keeps a nonce for twice the timestamp window. After that the timestamp check rejects the
+# request anyway, and the unique index in PostgreSQL still catches a replay.
 NONCE_TTL_S = 600
 REQUIRED_FIELDS = ("agent_id", "action", "timestamp", "nonce", "signature")
 OPTIONAL_FIELDS = ("resource", "context", "key_id")
@@ -170,8 +170,8 @@ def claim_nonce(
 ) -> bool | None:
     """SET NX the nonce. True: first use. False: seen before. None: Redis unreachable.
 
-    With `mark_dirty`, the agent is queued for the trust job in the same round trip; a queued agent
-    whose request is then denied is only recalculated once more, which is harmless.
+    With `mark_dirty`, the agent is queued for the trust job in the same round trip. An agent whose
+    request is then denied is only recalculated once more, which is harmless.
     """
     try:
         with client.pipeline(transaction=False) as pipe:

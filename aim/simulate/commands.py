@@ -160,7 +160,7 @@ def _backfill(runtime, org: str, agents: int, mcp_registry: Path | None, bad_sha
 
 
 def _traffic_target(runtime, population: Population, via_api: str | None):
-    """The in-process services, or the API at `via_api` with a fresh analyst API key."""
+    """Return a target for the in-process services, or for the API at `via_api` with a new analyst API key."""
     if via_api is None:
         return LocalTarget(runtime, population.organization_id)
     from urllib.parse import urlsplit

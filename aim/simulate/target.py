@@ -110,7 +110,7 @@ class HttpTarget:
         if response.status_code == 200:
             body = response.json()
             return Outcome(VERIFICATION, body["decision"], body["reason"])
-        logger.warning("verify of agent %s answered %d: %s", agent_id, response.status_code, response.text[:200])
+        logger.warning("verify of agent %s returned HTTP %d: %s", agent_id, response.status_code, response.text[:200])
         return Outcome(VERIFICATION, "denied", _problem_reason(response, "invalid_request"))
 
     def attest(self, server_id: uuid.UUID, request: Mapping[str, Any]) -> Outcome:
