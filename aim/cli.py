@@ -184,6 +184,9 @@ def trust_recalc(
         return trust.recalculate_organization(runtime.db, organization["id"], reason="manual recalculation", actor=actor)
 
     changed = _fail_cleanly(run)
+    from aim.services import cache_hooks
+
+    cache_hooks.agent_list_changed()
     console.print(f"trust recalculated: {changed} score(s) changed")
 
 

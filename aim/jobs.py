@@ -60,11 +60,15 @@ def process_dirty_agents(runtime: Runtime, limit: int = DIRTY_BATCH) -> int:
             continue  # deleted since it was queued
         cache_hooks.trust_changed(row["id"])
         processed += 1
+    if processed:
+        cache_hooks.agent_list_changed()
     return processed
 
 
 def recalculate_all_trust(runtime: Runtime) -> int:
-    return trust.recalculate_all(runtime.db, reason="periodic recalculation", actor=system("trust-recalc").label)
+    updated = trust.recalculate_all(runtime.db, reason="periodic recalculation", actor=system("trust-recalc").label)
+    cache_hooks.agent_list_changed()
+    return updated
 
 
 def expire_attestations(runtime: Runtime) -> int:

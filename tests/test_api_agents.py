@@ -80,6 +80,40 @@ def test_list_agents_page_shape(client, admin):
     assert len(seen) == 3
 
 
+def test_list_agents_served_from_cache(client, admin):
+    from aim.cache import get_cache
+
+    register_agent(client, admin)
+    first = client.get("/api/v1/agents", params={"limit": 7}, headers=admin)
+    hits_before = get_cache().stats()["agent_list"]["l1_hit"]
+    second = client.get("/api/v1/agents", params={"limit": 7}, headers=admin)
+    assert second.status_code == 200
+    assert second.json() == first.json()
+    assert get_cache().stats()["agent_list"]["l1_hit"] == hits_before + 1
+
+
+def test_list_agents_cache_follows_writes(client, admin):
+    agent, key = register_agent(client, admin)
+
+    def listed() -> dict:
+        items = client.get("/api/v1/agents", params={"limit": 1000}, headers=admin).json()["items"]
+        return {item["id"]: item for item in items}
+
+    assert listed()[agent["id"]]["last_seen_at"] is None
+    verified = client.post(f"/api/v1/agents/{agent['id']}/verify", json=signed_verify(agent["id"], key), headers=admin)
+    assert verified.json()["decision"] == "allowed"
+    assert listed()[agent["id"]]["last_seen_at"] is not None
+
+    client.patch(f"/api/v1/agents/{agent['id']}", json={"description": "reads invoices"}, headers=admin)
+    assert listed()[agent["id"]]["description"] == "reads invoices"
+
+    client.post(f"/api/v1/agents/{agent['id']}/suspend", headers=admin)
+    assert listed()[agent["id"]]["status"] == "suspended"
+
+    second, _ = register_agent(client, admin)
+    assert second["id"] in listed()
+
+
 def test_list_agents_filters(client, admin):
     agent, _ = register_agent(client, admin)
     client.post(f"/api/v1/agents/{agent['id']}/suspend", headers=admin)

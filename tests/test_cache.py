@@ -575,6 +575,7 @@ def test_policies_match_design():
         "dashboard_stats": 300,
         "sessions": 86_400,
         "agent_metadata": 900,
+        "agent_list": 60,
         "mcp_server_list": 600,
         "trust_scores": 60,
         "rate_limit": 60,

@@ -27,6 +27,7 @@ from typing import Callable
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from aim.api.problems import ProblemException
 from aim.api.ratelimit import RateLimiter
@@ -114,10 +115,14 @@ _last_touch: dict[uuid.UUID, float] = {}
 _touch_lock = threading.Lock()
 
 
+def _touch_due(key_id: uuid.UUID, now: float) -> bool:
+    return now - _last_touch.get(key_id, float("-inf")) >= TOUCH_INTERVAL_S
+
+
 def _touch_key(runtime: Runtime, key_id: uuid.UUID) -> None:
     now = time.monotonic()
     with _touch_lock:
-        if now - _last_touch.get(key_id, float("-inf")) < TOUCH_INTERVAL_S:
+        if not _touch_due(key_id, now):
             return
         _last_touch[key_id] = now
     try:
@@ -147,34 +152,78 @@ def _bearer_token(request: Request) -> str:
     return token
 
 
-def authenticate(
+def _request_context(request: Request) -> dict[str, str | None]:
+    return {"ip_address": client_address(request), "user_agent": request.headers.get("user-agent"),
+            "request_id": request_id(request)}
+
+
+def _principal_from_memory(request: Request, token: str) -> Principal | None:
+    """Resolve `token` from this process's L1 cache alone, or return None when that needs Redis or
+    PostgreSQL (a cold key or session, or a due last-used write)."""
+    runtime = get_runtime(request)
+    if api_keys.looks_like_api_key(token):
+        key = api_keys.authenticate_api_key_from_memory(token)
+        if key is None or _touch_due(key["id"], time.monotonic()):
+            return None
+        return Principal("api_key", key["id"], key["organization_id"], key["role"], agent_id=key["agent_id"],
+                         **_request_context(request))
+    claims = sessions.decode_token(runtime.secret_key, token, sessions.ACCESS)
+    session = sessions.load_session_from_memory(claims["sid"])
+    if session is None:
+        return None
+    return _user_principal(request, claims, session)
+
+
+def _user_principal(request: Request, claims: dict, session: sessions.SessionInfo) -> Principal:
+    if session.user_id != claims["sub"]:
+        raise AuthenticationFailed("invalid_token", "the access token does not match its session; sign in again")
+    return Principal("user", session.user_id, session.organization_id, session.role,
+                     session_id=session.session_id, **_request_context(request))
+
+
+def _principal_from_stores(request: Request, token: str) -> Principal:
+    """Resolve `token` through the two-level cache and PostgreSQL. Blocking: run it in the threadpool."""
+    runtime = get_runtime(request)
+    if api_keys.looks_like_api_key(token):
+        key = api_keys.authenticate_api_key(runtime.db, token)
+        _touch_key(runtime, key["id"])
+        return Principal("api_key", key["id"], key["organization_id"], key["role"], agent_id=key["agent_id"],
+                         **_request_context(request))
+    claims = sessions.decode_token(runtime.secret_key, token, sessions.ACCESS)
+    return _user_principal(request, claims, sessions.load_session(runtime.db, claims["sid"]))
+
+
+def authenticate_blocking(request: Request) -> Principal:
+    """Do what `authenticate` does, for a sync route that runs in the threadpool already."""
+    token = _bearer_token(request)
+    try:
+        principal = _principal_from_stores(request, token)
+    except AuthenticationFailed as failed:
+        raise unauthorized(failed.reason, failed.message) from None
+    enforce_rate_limit(request, principal.subject)
+    request.state.principal = principal
+    return principal
+
+
+async def authenticate(
     request: Request, _credentials: HTTPAuthorizationCredentials | None = Security(BEARER_SCHEME),
 ) -> Principal:
     """Resolve the bearer credentials of `request` into a Principal and count it against the rate limit.
 
-    A sync dependency, so FastAPI runs its cache and Redis calls in the threadpool instead of on
-    the event loop.
+    A credential found in this process's L1 cache is checked on the event loop. Anything that needs
+    Redis or PostgreSQL (a cold credential, the rate limit counter) runs in the threadpool, because
+    the services use blocking clients.
     """
-    runtime = get_runtime(request)
     token = _bearer_token(request)
-    context = {"ip_address": client_address(request), "user_agent": request.headers.get("user-agent"),
-               "request_id": request_id(request)}
     try:
-        if api_keys.looks_like_api_key(token):
-            key = api_keys.authenticate_api_key(runtime.db, token)
-            principal = Principal("api_key", key["id"], key["organization_id"], key["role"], agent_id=key["agent_id"],
-                                  **context)
-            _touch_key(runtime, key["id"])
-        else:
-            claims = sessions.decode_token(runtime.secret_key, token, sessions.ACCESS)
-            session = sessions.load_session(runtime.db, claims["sid"])
-            if session.user_id != claims["sub"]:
-                raise AuthenticationFailed("invalid_token", "the access token does not match its session; sign in again")
-            principal = Principal("user", session.user_id, session.organization_id, session.role,
-                                  session_id=session.session_id, **context)
+        principal = _principal_from_memory(request, token)
+        if principal is None:
+            principal = await run_in_threadpool(_principal_from_stores, request, token)
     except AuthenticationFailed as failed:
         raise unauthorized(failed.reason, failed.message) from None
-    enforce_rate_limit(request, principal.subject)
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None and limiter.enabled:
+        await run_in_threadpool(enforce_rate_limit, request, principal.subject)
     request.state.principal = principal
     return principal
 

@@ -64,6 +64,9 @@ POLICIES: Mapping[str, CachePolicy] = MappingProxyType(
             _policy("dashboard_stats", 5 * 60),
             _policy("sessions", 24 * 3600),
             _policy("agent_metadata", 15 * 60),
+            # Rendered GET /agents pages, dropped by every agent write, trust recalculation and
+            # last_seen_at update (which verification writes at most once a minute per agent).
+            _policy("agent_list", 60),
             _policy("mcp_server_list", 10 * 60),
             _policy("trust_scores", 60),
             # Rate-limit windows are shared counters, so a per-process copy would let every process

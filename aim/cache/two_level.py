@@ -184,6 +184,23 @@ class TwoLevelCache:
             return decode(loaded.data)
         return loaded.value
 
+    def get_local(self, cache: str, key: str, default: Any = None) -> Any:
+        """Return the L1 value of `key`, or `default` when this process holds none.
+
+        Pure CPU, with no Redis or PostgreSQL call, so async code may call it on the event loop and
+        fall back to `get_or_compute` in a thread on a miss. A miss here is not counted, because the
+        fallback counts the same lookup.
+        """
+        self._policy(cache)
+        _check_key(key)
+        start = time.perf_counter()
+        data = self._local.get(cache, key)
+        if data is None:
+            return default
+        value = decode(data)
+        self._record(cache, "l1_hit", start)
+        return value
+
     def get(self, cache: str, key: str, default: Any = None) -> Any:
         """Return the cached value of `key`, or `default` when neither level contains it.
 

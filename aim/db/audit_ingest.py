@@ -294,6 +294,12 @@ def ingest_audit_rows(
     return total
 
 
+def audit_month_ready(when: datetime) -> bool:
+    """Return True when this process has seen the partition for the month of `when` committed."""
+    utc = when.astimezone(timezone.utc)
+    return (utc.year, utc.month) in _months_ready
+
+
 def ensure_audit_month(conn: psycopg.Connection, when: datetime) -> None:
     """Make sure the partition for the month of `when` exists, calling the database once per process and month."""
     utc = when.astimezone(timezone.utc)

@@ -172,7 +172,7 @@ def register_agent(
             agent["trust_score"] = score.score
     except psycopg.errors.UniqueViolation:
         raise Conflict(f"an agent named {name!r} already exists in this organization") from None
-    cache_hooks.stats_changed()
+    cache_hooks.agent_registered()
     logger.info("agent %s registered (%s key %s) by %s", agent["id"], origin, key_id, actor.label)
     return RegisteredAgent(agent, private_pem)
 

@@ -168,6 +168,22 @@ def authenticate_api_key(db: Database, secret: str) -> dict[str, Any]:
         row = _cache().get_or_compute(SESSIONS_CACHE, _cache_key(key_hash), compute)
     except _UnknownKey:
         raise AuthenticationFailed("invalid_api_key", "the API key is not known; check the key or create a new one") from None
+    return _check_active(row)
+
+
+def authenticate_api_key_from_memory(secret: str) -> dict[str, Any] | None:
+    """Return what `authenticate_api_key` returns when this process's L1 cache holds the key, else None.
+
+    Makes no Redis or PostgreSQL call, so async code may call it on the event loop. It raises
+    AuthenticationFailed for a malformed, revoked or expired key, like `authenticate_api_key`.
+    """
+    if not looks_like_api_key(secret) or len(secret) > MAX_KEY_LENGTH:
+        raise AuthenticationFailed("invalid_api_key", "the API key is malformed; expected a key that starts with aim_")
+    row = _cache().get_local(SESSIONS_CACHE, _cache_key(hash_key(secret)))
+    return None if row is None else _check_active(row)
+
+
+def _check_active(row: dict[str, Any]) -> dict[str, Any]:
     if row["revoked_at"] is not None:
         raise AuthenticationFailed("revoked_api_key", f"API key {row['prefix']}... was revoked; create a new key")
     if row["expires_at"] is not None and row["expires_at"] <= datetime.now(timezone.utc):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 
+AGENT_LIST = "agent_list"
 AGENT_METADATA = "agent_metadata"
 DASHBOARD_STATS = "dashboard_stats"
 MCP_SERVER_LIST = "mcp_server_list"
@@ -24,11 +25,23 @@ def agent_changed(agent_id: uuid.UUID | str) -> None:
     cache = _cache()
     cache.invalidate(AGENT_METADATA, str(agent_id))
     cache.invalidate(TRUST_SCORES, str(agent_id))
+    cache.invalidate_all(AGENT_LIST)
+    cache.invalidate_all(DASHBOARD_STATS)
+
+
+def agent_registered() -> None:
+    cache = _cache()
+    cache.invalidate_all(AGENT_LIST)
     cache.invalidate_all(DASHBOARD_STATS)
 
 
 def trust_changed(agent_id: uuid.UUID | str) -> None:
+    """Drop one agent's cached trust score. Callers then call `agent_list_changed` once per batch."""
     _cache().invalidate(TRUST_SCORES, str(agent_id))
+
+
+def agent_list_changed() -> None:
+    _cache().invalidate_all(AGENT_LIST)
 
 
 def mcp_servers_changed() -> None:

@@ -115,6 +115,13 @@ def _compute_stats(db: Database, organization_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
+def dashboard_stats_from_memory(organization_id: uuid.UUID) -> dict[str, Any] | None:
+    """Return the organization's aggregate when this process's L1 cache holds it, else None (no I/O)."""
+    from aim.cache import get_cache
+
+    return get_cache().get_local(DASHBOARD_STATS, str(organization_id))
+
+
 def dashboard_stats(db: Database, organization_id: uuid.UUID) -> dict[str, Any]:
     """Return the organization's aggregate from the two-level cache, computing it once when cold."""
     from aim.cache import get_cache

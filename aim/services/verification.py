@@ -30,7 +30,7 @@ from psycopg.types.json import Jsonb
 
 from aim import identity, trust
 from aim.cache.throttle import RateLimitedWarning
-from aim.db.audit_ingest import ensure_audit_month
+from aim.db.audit_ingest import audit_month_ready, ensure_audit_month
 from aim.db.pool import Database
 from aim.errors import NotFound, ValidationError
 from aim.services import alerts, cache_hooks
@@ -299,7 +299,7 @@ WITH event AS (
       AND EXISTS (SELECT 1 FROM event)
     RETURNING id
 )
-SELECT (SELECT id FROM event) AS event_id
+SELECT (SELECT id FROM event) AS event_id, EXISTS (SELECT 1 FROM touch) AS touched
 """
 
 
@@ -338,9 +338,19 @@ def _record_quietly(db, organization_id, agent_id, fields, outcome: _Outcome, ri
     event_id = uuid.uuid4()
     params = _event_params(organization_id, agent_id, fields, outcome, risk_class, trust_score, actor, started,
                            event_id, store_nonce=outcome.nonce_stored)
-    with db.transaction() as conn:
-        ensure_audit_month(conn, datetime.now(timezone.utc))
-        return db.fetch_value("verification.record", _RECORD_SQL, params, conn=conn)
+    now = datetime.now(timezone.utc)
+    if audit_month_ready(now):
+        # One statement is atomic on its own, so the common path skips BEGIN and COMMIT round trips.
+        row = db.fetch_one("verification.record", _RECORD_SQL, params)
+    else:
+        with db.transaction() as conn:
+            ensure_audit_month(conn, now)
+            row = db.fetch_one("verification.record", _RECORD_SQL, params, conn=conn)
+    assert row is not None
+    if row["touched"]:
+        # last_seen_at changed, and agent lists show it.
+        cache_hooks.agent_list_changed()
+    return row["event_id"]
 
 
 def _record_with_alert(db, organization_id, agent_id, fields, outcome: _Outcome, risk_class, trust_score,

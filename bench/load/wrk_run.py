@@ -57,6 +57,7 @@ MIN_RATE_FRACTION = 0.97
 # behind schedule.
 CONNECTION_HEADROOM_S = 0.1
 MAX_PACED_CONNECTIONS = 128
+ENDPOINT_CPU_DURATION_S = 8
 # Signed requests carry a timestamp that the server accepts within 300 s of its clock, and they are
 # all made before the phase starts.
 MAX_VERIFY_SPAN_S = 240
@@ -167,6 +168,31 @@ def run_max(url: str, fixture: LoadFixture, duration_s: int, connections: int, t
     return _parse("GET /agents (max)", 0.0, _start_wrk(command, fixture, threads), duration_s + 60)
 
 
+def run_endpoint_cpu(server: ApiServer, fixture: LoadFixture, rate: float, duration_s: int, tag: str) -> list[list[str]]:
+    """Send each endpoint of the mix alone at `rate` for `duration_s` and return table rows of its CPU
+    time per request (API processes and PostgreSQL backends) with its latency."""
+    rows = []
+    meter = CpuMeter(server.pid, fixture.database)
+    for endpoint in targets.ENDPOINTS:
+        extra = []
+        if endpoint.name == "POST /agents/{id}/verify":
+            verify_file = fixture.work_dir / f"verify-{tag}-cpu.tsv"
+            write_verify_requests(fixture, math.ceil(rate * duration_s * 1.2) + 100, verify_file)
+            extra = [str(verify_file)]
+        connections = max(4, min(MAX_PACED_CONNECTIONS, math.ceil(rate * CONNECTION_HEADROOM_S)))
+        command = _wrk_command(server.url, _mode(endpoint), rate, duration_s, connections, 1, f"{tag}c", extra)
+        meter.start()
+        result = _parse(endpoint.name, rate, _start_wrk(command, fixture, 1), duration_s + 60)
+        sample = meter.stop()
+        for path in extra:
+            Path(path).unlink(missing_ok=True)
+        per_request = 1000 / max(result.requests, 1)
+        api = f"{sample.api_s * per_request:.3f}" if meter.api_pid else "not measured"
+        rows.append([endpoint.name, f"{result.rate:.0f}", api, f"{sample.postgres_s * per_request:.3f}",
+                     f"{result.p50_ms:.2f}", f"{result.p95_ms:.2f}", f"{result.error_rate:.2%}"])
+    return rows
+
+
 def judge_mix(results: list[WrkResult], total_rate: float) -> list[str]:
     """Return the failed thresholds of the mix, as sentences; empty when every one passed."""
     failures = []
@@ -241,6 +267,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-threads", type=int, default=2, help="wrk threads of the max phase (default 2)")
     parser.add_argument("--skip-mix", action="store_true", help="run only the GET /agents max phase")
     parser.add_argument("--skip-max", action="store_true", help="run only the mix phase")
+    parser.add_argument("--cpu-per-endpoint", type=float, default=0, metavar="RATE",
+                        help="first send each endpoint alone at RATE req/s for 8 s and print its CPU time per "
+                             "request (default 0: skip this phase)")
     fixtures.add_fixture_options(parser)
     args = parser.parse_args(argv)
     if args.duration + args.warmup > MAX_VERIFY_SPAN_S:
@@ -293,6 +322,12 @@ def _run_phases(server: ApiServer, fixture: LoadFixture, args: argparse.Namespac
     failures: list[str] = []
     tag = uuid.uuid4().hex[:8]
     meter = CpuMeter(server.pid, fixture.database)
+    if args.cpu_per_endpoint:
+        rows = run_endpoint_cpu(server, fixture, args.cpu_per_endpoint, ENDPOINT_CPU_DURATION_S, tag)
+        print(f"\nEach endpoint alone at {args.cpu_per_endpoint:g} req/s for {ENDPOINT_CPU_DURATION_S} s "
+              f"(load average before: {machine_summary(load_only=True)}):")
+        print_table(["endpoint", "achieved req/s", "API CPU ms/request", "PostgreSQL CPU ms/request", "p50 ms",
+                     "p95 ms", "errors"], rows)
     # The read-only phase runs first, because the mix leaves work behind for the periodic jobs (the
     # trust queue of verified agents), which would count against GET /agents.
     if not args.skip_max:

@@ -10,11 +10,13 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 
 from aim import identity
 from aim.api import schemas
-from aim.api.paging import Cursor, Limit, page_body, page_response
+from aim.api.fastjson import cached_json_async, model_json
+from aim.api.paging import Cursor, Limit, page_body, page_json_bytes
 from aim.api.security import Principal, client_address, get_runtime, read, request_id, write
 from aim.db import keyset
 from aim.services import agents, listing, verification
 from aim.services.actor import Actor
+from aim.services.cache_hooks import AGENT_LIST
 
 router = APIRouter(tags=["agents"])
 
@@ -27,7 +29,7 @@ def agent_detail(row: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("/agents", response_model=schemas.Page[schemas.AgentSummary], summary="List agents")
-def list_agents(
+async def list_agents(
     request: Request,
     cursor: Cursor = None,
     limit: Limit = keyset.DEFAULT_LIMIT,
@@ -37,13 +39,20 @@ def list_agents(
     name_prefix: str | None = Query(None, max_length=keyset.MAX_PREFIX_LENGTH),
     principal: Principal = Depends(read("list agents")),
 ) -> Response:
-    """Newest first (`sort=created`), highest trust first (`trust`) or by name A to Z (`name`)."""
+    """Newest first (`sort=created`), highest trust first (`trust`) or by name A to Z (`name`). Pages are cached
+    for up to a minute; every agent write refreshes them. `last_seen_at` is updated at most once a minute."""
     runtime = get_runtime(request)
-    page = listing.list_agents(
-        runtime.db, principal.organization_id, sort=sort, status=status_filter, agent_type=agent_type,
-        name_prefix=name_prefix, cursor=cursor, limit=limit, secret=runtime.secret_key,
-    )
-    return page_response(page, schemas.AgentSummary)
+
+    def render() -> bytes:
+        page = listing.list_agents(
+            runtime.db, principal.organization_id, sort=sort, status=status_filter, agent_type=agent_type,
+            name_prefix=name_prefix, cursor=cursor, limit=limit, secret=runtime.secret_key,
+        )
+        return page_json_bytes(page, schemas.AgentSummary)
+
+    query = {"organization_id": str(principal.organization_id), "sort": sort, "status": status_filter,
+             "agent_type": agent_type, "prefix": name_prefix, "cursor": cursor, "limit": limit}
+    return await cached_json_async(AGENT_LIST, str(principal.organization_id), query, render)
 
 
 @router.post("/agents", response_model=schemas.AgentCreated, status_code=status.HTTP_201_CREATED,
@@ -148,7 +157,7 @@ def rotate_key(
 def verify_action(
     request: Request, agent_id: uuid.UUID, body: schemas.VerifyRequest,
     principal: Principal = Depends(write("verify actions", agent_scoped=True)),
-) -> dict[str, Any]:
+) -> Response:
     """Decide whether the agent may do `action` on `resource` now.
 
     A denial is a 200 response with `decision: denied` and a `reason`; a request that is not shaped
@@ -162,11 +171,13 @@ def verify_action(
                   user_agent=request.headers.get("user-agent"), request_id=request_id(request))
     decision = verification.verify(runtime.db, runtime.redis, runtime.settings.redis_prefix,
                                    principal.organization_id, agent_id, fields, actor=actor)
-    return {
+    # Every value comes from the service in the model's types, so the body is rendered with orjson
+    # instead of validated again (see aim.api.fastjson).
+    return model_json({
         "decision": decision.decision, "reason": decision.reason, "detail": decision.detail,
         "verification_id": decision.verification_id, "agent_id": decision.agent_id,
         "risk_class": decision.risk_class, "trust_score": decision.trust_score, "latency_ms": decision.latency_ms,
-    }
+    }, schemas.VerifyResult)
 
 
 @router.get("/agents/{agent_id}/trust", response_model=schemas.TrustReport, summary="Trust factors and history")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Request, Response, status
 from aim.api import schemas
 from aim.api.problems import STANDARD_ERRORS
 from aim.api.security import (
-    authenticate,
+    authenticate_blocking,
     client_address,
     enforce_rate_limit,
     get_runtime,
@@ -86,7 +86,7 @@ def logout(request: Request, body: schemas.LogoutRequest | None = Body(None)) ->
         actor = Actor("user", str(claims["sub"]), ip_address=client_address(request),
                       user_agent=request.headers.get("user-agent"), request_id=request_id(request))
     else:
-        principal = authenticate(request)
+        principal = authenticate_blocking(request)
         if principal.session_id is None:
             raise unauthorized("wrong_token_type",
                                "an API key has no session to sign out of; revoke the key at /api/v1/api-keys instead")

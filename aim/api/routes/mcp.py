@@ -6,9 +6,10 @@ import uuid
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
 from aim.api import schemas
-from aim.api.fastjson import cached_json
+from aim.api.fastjson import cached_json_async
 from aim.api.paging import Cursor, Limit, page_json_bytes
 from aim.api.security import Principal, client_address, get_runtime, read, request_id, write
 from aim.db import keyset
@@ -21,7 +22,7 @@ router = APIRouter(tags=["mcp-servers"])
 
 
 @router.get("/mcp-servers", response_model=schemas.Page[schemas.McpServer], summary="List MCP servers")
-def list_servers(
+async def list_servers(
     request: Request,
     cursor: Cursor = None,
     limit: Limit = keyset.DEFAULT_LIMIT,
@@ -37,7 +38,7 @@ def list_servers(
     """By name A to Z or by confidence, highest first. Pages are cached for up to 10 minutes; writes refresh them."""
     runtime = get_runtime(request)
     if url is not None:
-        server = listing.find_mcp_server_by_url(runtime.db, principal.organization_id, url)
+        server = await run_in_threadpool(listing.find_mcp_server_by_url, runtime.db, principal.organization_id, url)
         items = [server] if server is not None else []
         return {"items": items, "next_cursor": None, "prev_cursor": None, "total": len(items),
                 "total_is_estimate": False}
@@ -56,7 +57,7 @@ def list_servers(
     query = {"organization_id": str(principal.organization_id), "sort": sort, "prefix": name_prefix,
              "status": status_filter, "drift_detected": drift_detected, "source": source, "cursor": cursor,
              "limit": limit}
-    return cached_json(MCP_SERVER_LIST, str(principal.organization_id), query, render)
+    return await cached_json_async(MCP_SERVER_LIST, str(principal.organization_id), query, render)
 
 
 @router.post("/mcp-servers", response_model=schemas.McpServerDetail, status_code=status.HTTP_201_CREATED,
