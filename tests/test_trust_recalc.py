@@ -483,3 +483,19 @@ def test_batch_skips_locked_agent(db, org_id, as_of):
     assert len(_history(db, free_id)) == 1
     assert recalculate_organization(db, org_id, reason="periodic", actor=ACTOR, as_of=as_of) == 1
     assert len(_history(db, locked_id)) == 1
+
+
+def test_new_agent_score_matches_full_recalculation(db, org_id):
+    from aim.services import agents
+    from aim.services.actor import Actor
+
+    registered = agents.register_agent(db, org_id, Actor("system", "test"), name=f"fresh-{uuid.uuid4().hex[:8]}")
+    agent = registered.agent
+    stored = _stored(db, agent["id"])
+    assert len(_history(db, agent["id"])) == 1
+
+    full = _recalc(db, org_id, agent["id"], agent["created_at"])
+
+    assert Decimal(str(full.score)) == stored["trust_score"]
+    assert full.factors_json() == stored["trust_factors"]
+    assert len(_history(db, agent["id"])) == 1

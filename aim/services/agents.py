@@ -165,10 +165,8 @@ def register_agent(
                          "capabilities": caps},
                 occurred_at=created_at,
             )
-            score = trust.recalculate_agent(
-                db, organization_id, agent["id"], reason="agent registered", actor=actor.label, conn=conn,
-                as_of=created_at,
-            )
+            score = trust.score_new_agent(db, conn, organization_id, agent, reason="agent registered",
+                                          actor=actor.label)
             agent["trust_score"] = score.score
     except psycopg.errors.UniqueViolation:
         raise Conflict(f"an agent named {name!r} already exists in this organization") from None

@@ -7,7 +7,9 @@ PostgreSQL and `recalc` stores recalculated scores with their history.
 
 from aim.trust.factors import FACTOR_NAMES, MEASURED, NO_DATA, WEIGHTS, FactorResult
 from aim.trust.inputs import FactorInputs, evaluate_factors
-from aim.trust.recalc import RecalculationFailed, recalculate_agent, recalculate_all, recalculate_organization
+from aim.trust.recalc import (
+    RecalculationFailed, recalculate_agent, recalculate_all, recalculate_organization, score_new_agent,
+)
 from aim.trust.risk import RISK_CLASSES, RISK_THRESHOLDS, passes, risk_threshold
 from aim.trust.score import TrustScore, combine
 
@@ -29,4 +31,5 @@ __all__ = [
     "recalculate_all",
     "recalculate_organization",
     "risk_threshold",
+    "score_new_agent",
 ]

@@ -23,7 +23,7 @@ from aim.db.pool import Database
 from aim.errors import AIMError, NotFound, ValidationError
 from aim.trust import gather
 from aim.trust.gather import AgentSnapshot
-from aim.trust.inputs import evaluate_factors
+from aim.trust.inputs import FactorInputs, evaluate_factors
 from aim.trust.score import TrustScore, combine
 
 logger = logging.getLogger(__name__)
@@ -172,6 +172,27 @@ def recalculate_agent(
             return _recalculate_locked(db, conn, organization_id, agent_id, reason=reason, actor=actor, as_of=as_of)
     with db.transaction() as own:
         return _recalculate_locked(db, own, organization_id, agent_id, reason=reason, actor=actor, as_of=as_of)
+
+
+def score_new_agent(
+    db: Database, conn: psycopg.Connection, organization_id: uuid.UUID, agent: dict[str, Any], *, reason: str,
+    actor: str,
+) -> TrustScore:
+    """Score an agent that `conn`'s open transaction has just inserted, store the score and return it.
+
+    The agent has no verification events, alerts, ratings, MCP connections or last-seen time yet,
+    so every count is zero and its age is zero at `created_at`. The result equals
+    `recalculate_agent(..., as_of=created_at)` without the row lock and the five reads that
+    registration would otherwise spend on empty tables. `agent` carries `id`, `created_at`,
+    `trust_score` and `trust_factors` as inserted.
+    """
+    _validate_label("reason", reason)
+    _validate_label("actor", actor)
+    snapshot = AgentSnapshot(agent["id"], agent["created_at"], agent["trust_score"], agent["trust_factors"],
+                             FactorInputs(age_seconds=0.0))
+    result = combine(evaluate_factors(snapshot.inputs))
+    _write_changes(db, conn, organization_id, [(snapshot, result)], reason=reason, actor=actor)
+    return result
 
 
 def recalculate_organization(
