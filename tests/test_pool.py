@@ -73,3 +73,19 @@ def test_transaction_rolls_back_on_error(db, org_id):
 
 def test_upgrade_on_migrated_database_applies_nothing(database_url):
     assert migrate.upgrade(database_url) == []
+
+
+def test_pool_never_hands_out_terminated_connection(settings, database_url):
+    pool_settings = dataclasses.replace(settings, db_pool_min=1, db_pool_max=1)
+    database = Database(pool_settings, database_url)
+    database.open()
+    try:
+        for _ in range(3):
+            backend = database.fetch_value("test.backend_pid", "SELECT pg_backend_pid()")
+            with psycopg.connect(database_url, autocommit=True) as admin:
+                assert admin.execute("SELECT pg_terminate_backend(%s)", (backend,)).fetchone()[0] is True
+            time.sleep(0.05)  # well inside the window in which the round-trip check is skipped
+
+            assert database.fetch_value("test.after_terminate", "SELECT pg_backend_pid()") != backend
+    finally:
+        database.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import select
 import threading
 import time
 import weakref
@@ -38,11 +39,27 @@ CHECK_AFTER_IDLE_S = 1.0
 _pinned: ContextVar[tuple[ConnectionPool, psycopg.Connection] | None] = ContextVar("aim_db_pinned", default=None)
 
 
-class _IdleCheck:
-    """Pool `check` and `reset` callbacks: check a connection only when it has been idle a while.
+def _has_unread_input(conn: psycopg.Connection) -> bool:
+    """Return True when an idle connection's socket is readable or unusable.
 
-    NOTE: a connection that the server dropped (restart, failover) within CHECK_AFTER_IDLE_S of its
-    last use still reaches one caller, whose query fails. The pool then replaces it.
+    An idle connection owes no reply, so readable input means the server sent an error (such as
+    the FATAL of idle_session_timeout or pg_terminate_backend), closed the socket, or sent an
+    asynchronous notice. Either way the full check must look at it.
+    """
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.OperationalError):
+        return True
+    return bool(readable)
+
+
+class _IdleCheck:
+    """Pool `check` and `reset` callbacks: a round-trip check only for connections idle a while.
+
+    A connection returned less than `idle_s` ago gets a zero-wait poll of its socket instead. That
+    catches every connection that its server closed or sent an error, because the FATAL message or
+    the end of file is already readable. A peer that vanished without closing the socket (a network
+    partition) is caught only by the round-trip check, once the connection has idled `idle_s`.
     """
 
     def __init__(self, idle_s: float = CHECK_AFTER_IDLE_S) -> None:
@@ -57,7 +74,8 @@ class _IdleCheck:
     def check(self, conn: psycopg.Connection) -> None:
         with self._lock:
             returned_at = self._returned_at.get(conn)
-        if returned_at is None or time.monotonic() - returned_at >= self.idle_s or conn.closed:
+        recent = returned_at is not None and time.monotonic() - returned_at < self.idle_s
+        if not recent or conn.closed or _has_unread_input(conn):
             ConnectionPool.check_connection(conn)
 
 
