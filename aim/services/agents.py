@@ -22,6 +22,7 @@ from aim.errors import Conflict, NotFound, ValidationError
 from aim.services import audit, cache_hooks
 from aim.services.actor import Actor
 from aim.services.capabilities import validate_capabilities, validate_capability
+from aim.services.tenant import fetch_owned_row, update_owned_row
 
 logger = logging.getLogger(__name__)
 
@@ -73,27 +74,12 @@ def validate_agent_type(value: object, field: str = "agent_type") -> str:
 
 def get_agent(db: Database, organization_id: uuid.UUID, agent_id: uuid.UUID, *, conn=None) -> dict[str, Any]:
     """Return one agent of the organization, or raise NotFound (also for another organization's agent)."""
-    row = db.fetch_one(
-        "agents.get",
-        f"SELECT {AGENT_COLUMNS} FROM agents WHERE organization_id = %s AND id = %s",
-        (organization_id, agent_id),
-        conn=conn,
-    )
-    if row is None:
-        raise NotFound("agent", agent_id)
-    return row
+    return fetch_owned_row(db, "agents.get", "agents", AGENT_COLUMNS, organization_id, agent_id, "agent", conn=conn)
 
 
 def _lock_agent(db: Database, conn: psycopg.Connection, organization_id: uuid.UUID, agent_id: uuid.UUID) -> dict:
-    row = db.fetch_one(
-        "agents.lock",
-        f"SELECT {AGENT_COLUMNS} FROM agents WHERE organization_id = %s AND id = %s FOR UPDATE",
-        (organization_id, agent_id),
-        conn=conn,
-    )
-    if row is None:
-        raise NotFound("agent", agent_id)
-    return row
+    return fetch_owned_row(db, "agents.lock", "agents", AGENT_COLUMNS, organization_id, agent_id, "agent", conn=conn,
+                           lock=True)
 
 
 def _new_key(public_key: object | None) -> tuple[bytes, str | None, str]:
@@ -227,24 +213,12 @@ def update_agent(
     if not clean:
         return get_agent(db, organization_id, agent_id)
 
-    assignments = ", ".join(f"{column} = %s" for column in clean)
     try:
-        with db.transaction() as conn:
-            _lock_agent(db, conn, organization_id, agent_id)
-            agent = db.fetch_one(
-                "agents.update",
-                f"UPDATE agents SET {assignments}, updated_at = now() WHERE id = %s RETURNING {AGENT_COLUMNS}",
-                (*clean.values(), agent_id),
-                conn=conn,
-            )
-            audit.record(
-                conn, organization_id, actor, "agent.update", "agent", str(agent_id),
-                details={"fields": sorted(clean)},
-            )
+        agent = update_owned_row(db, "agents", "agents", AGENT_COLUMNS, organization_id, agent_id, "agent", clean,
+                                 actor=actor, action="agent.update", resource_type="agent")
     except psycopg.errors.UniqueViolation:
         raise Conflict(f"an agent named {clean.get('name')!r} already exists in this organization") from None
     cache_hooks.agent_changed(agent_id)
-    assert agent is not None
     return agent
 
 

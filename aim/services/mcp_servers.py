@@ -34,6 +34,7 @@ from aim.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from aim.services import alerts, audit, cache_hooks, verification
 from aim.services.actor import Actor, system
 from aim.services.capabilities import validate_capability
+from aim.services.tenant import fetch_owned_row, update_owned_row
 
 logger = logging.getLogger(__name__)
 
@@ -162,27 +163,13 @@ def manifest_hash(capabilities: Iterable[str]) -> str:
 
 def get_server(db: Database, organization_id: uuid.UUID, server_id: uuid.UUID, *, conn=None) -> dict[str, Any]:
     """Return one server of the organization, or raise NotFound (also for another organization's server)."""
-    row = db.fetch_one(
-        "mcp_servers.get",
-        f"SELECT {SERVER_COLUMNS} FROM mcp_servers WHERE organization_id = %s AND id = %s",
-        (organization_id, server_id),
-        conn=conn,
-    )
-    if row is None:
-        raise NotFound("MCP server", server_id)
-    return row
+    return fetch_owned_row(db, "mcp_servers.get", "mcp_servers", SERVER_COLUMNS, organization_id, server_id,
+                           "MCP server", conn=conn)
 
 
 def _lock_server(db: Database, conn: psycopg.Connection, organization_id: uuid.UUID, server_id: uuid.UUID) -> dict:
-    row = db.fetch_one(
-        "mcp_servers.lock",
-        f"SELECT {SERVER_COLUMNS} FROM mcp_servers WHERE organization_id = %s AND id = %s FOR UPDATE",
-        (organization_id, server_id),
-        conn=conn,
-    )
-    if row is None:
-        raise NotFound("MCP server", server_id)
-    return row
+    return fetch_owned_row(db, "mcp_servers.lock", "mcp_servers", SERVER_COLUMNS, organization_id, server_id,
+                           "MCP server", conn=conn, lock=True)
 
 
 def register_server(
@@ -326,22 +313,12 @@ def update_server(
     if not clean:
         return get_server(db, organization_id, server_id)
 
-    assignments = ", ".join(f"{column} = %s" for column in clean)
     try:
-        with db.transaction() as conn:
-            _lock_server(db, conn, organization_id, server_id)
-            server = db.fetch_one(
-                "mcp_servers.update",
-                f"UPDATE mcp_servers SET {assignments}, updated_at = now() WHERE id = %s RETURNING {SERVER_COLUMNS}",
-                (*clean.values(), server_id),
-                conn=conn,
-            )
-            audit.record(conn, organization_id, actor, action, "mcp_server", str(server_id),
-                         details={"fields": sorted(clean)})
+        server = update_owned_row(db, "mcp_servers", "mcp_servers", SERVER_COLUMNS, organization_id, server_id,
+                                  "MCP server", clean, actor=actor, action=action, resource_type="mcp_server")
     except psycopg.errors.UniqueViolation:
         raise Conflict(f"an MCP server with URL {clean.get('url')!r} is already registered in this organization") from None
     cache_hooks.mcp_servers_changed()
-    assert server is not None
     return server
 
 
