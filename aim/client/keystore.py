@@ -9,11 +9,8 @@ lock, so concurrent processes never lose each other's keys.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import stat
-import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,12 +20,11 @@ import filelock
 import platformdirs
 
 from aim.client.errors import KeyStoreError
+from aim.client.privatefile import ensure_private_directory, read_private_json, write_private_json
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-FILE_MODE = 0o600
-DIRECTORY_MODE = 0o700
 FILE_NAME = "agent_keys.json"
 
 
@@ -73,7 +69,7 @@ class AgentKeyStore:
 
     def put(self, key: StoredAgentKey) -> None:
         """Add or replace one agent's key, keeping every other entry."""
-        self._ensure_directory()
+        ensure_private_directory(self.path.parent)
         with self._lock:
             keys = self.load()
             keys[key.agent_id] = key
@@ -86,26 +82,9 @@ class AgentKeyStore:
         Raise KeyStoreError when the file is readable by the group or others, is not a regular file,
         or is not a key store.
         """
-        try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:
+        document = read_private_json(self.path, KeyStoreError)
+        if document is None:
             return {}
-        except OSError as exc:
-            raise KeyStoreError(f"cannot open key store {self.path}: {exc.strerror}") from None
-        with os.fdopen(fd, "r", encoding="utf-8") as handle:
-            # The mode is checked on the open descriptor, so swapping the file after the check does not help.
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise KeyStoreError(f"key store {self.path} is not a regular file; expected a JSON file")
-            if info.st_mode & 0o077:
-                raise KeyStoreError(
-                    f"key store {self.path} has mode {stat.S_IMODE(info.st_mode):04o}, so other users may read its "
-                    f"private keys; expected mode 0600 (run: chmod 600 {self.path})"
-                )
-            try:
-                document = json.load(handle)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise KeyStoreError(f"key store {self.path} is not valid JSON: {exc}") from None
         return self._parse(document)
 
     def _parse(self, document: object) -> dict[uuid.UUID, StoredAgentKey]:
@@ -134,20 +113,4 @@ class AgentKeyStore:
                 for key in sorted(keys.values(), key=lambda k: str(k.agent_id))
             },
         }
-        # mkstemp creates the file with mode 0600 before any key is written into it.
-        fd, temporary = tempfile.mkstemp(prefix=".agent-keys-", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                os.fchmod(handle.fileno(), FILE_MODE)
-                json.dump(document, handle, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-
-    def _ensure_directory(self) -> None:
-        directory = self.path.parent
-        if not directory.exists():
-            directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+        write_private_json(self.path, document)

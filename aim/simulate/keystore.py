@@ -13,12 +13,8 @@ serialises read-modify-write cycles of concurrent simulator processes.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import re
-import stat
-import tempfile
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,13 +23,12 @@ from typing import Iterator
 
 import filelock
 
+from aim.client.privatefile import ensure_private_directory, read_private_json, write_private_json
 from aim.errors import AIMError
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-FILE_MODE = 0o600
-DIRECTORY_MODE = 0o700
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -82,7 +77,7 @@ class KeyStore:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the store's file lock, so a read-modify-write cycle does not lose another process's keys."""
-        self._ensure_directory()
+        ensure_private_directory(self.path.parent)
         with self._lock:
             yield
 
@@ -92,27 +87,9 @@ class KeyStore:
         Raise KeyStoreError when the file is readable by the group or others, is not a regular file,
         or does not contain a key store of this organization.
         """
-        try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:
+        document = read_private_json(self.path, KeyStoreError)
+        if document is None:
             return {}
-        except OSError as exc:
-            raise KeyStoreError(f"cannot open key store {self.path}: {exc.strerror}") from None
-        with os.fdopen(fd, "r", encoding="utf-8") as handle:
-            # The mode is checked on the open descriptor, so a swap of the file after the check
-            # cannot slip a readable file past it.
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise KeyStoreError(f"key store {self.path} is not a regular file; expected a JSON file")
-            if info.st_mode & 0o077:
-                raise KeyStoreError(
-                    f"key store {self.path} has mode {stat.S_IMODE(info.st_mode):04o}, so other users may read "
-                    f"its private keys; expected mode 0600 (run: chmod 600 {self.path})"
-                )
-            try:
-                document = json.load(handle)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise KeyStoreError(f"key store {self.path} is not valid JSON: {exc}") from None
         return self._parse(document)
 
     def _parse(self, document: object) -> dict[uuid.UUID, StoredKey]:
@@ -140,7 +117,7 @@ class KeyStore:
 
     def save(self, keys: dict[uuid.UUID, StoredKey]) -> None:
         """Replace the stored keys with `keys`, atomically and with mode 0600."""
-        self._ensure_directory()
+        ensure_private_directory(self.path.parent)
         document = {
             "format": FORMAT_VERSION,
             "organization": self.organization,
@@ -152,21 +129,5 @@ class KeyStore:
                 for key in sorted(keys.values(), key=lambda k: k.name)
             },
         }
-        # mkstemp creates the file with mode 0600 before any key is written into it.
-        fd, temporary = tempfile.mkstemp(prefix=".keystore-", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                os.fchmod(handle.fileno(), FILE_MODE)
-                json.dump(document, handle, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_private_json(self.path, document)
         logger.info("key store %s saved with %d agent keys", self.path, len(keys))
-
-    def _ensure_directory(self) -> None:
-        directory = self.path.parent
-        if not directory.exists():
-            directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
