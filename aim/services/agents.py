@@ -22,6 +22,7 @@ from aim.errors import Conflict, NotFound, ValidationError
 from aim.services import audit, cache_hooks
 from aim.services.actor import Actor
 from aim.services.capabilities import validate_capabilities, validate_capability
+from aim.services.names import validate_display_name
 from aim.services.tenant import fetch_owned_row, update_owned_row
 
 logger = logging.getLogger(__name__)
@@ -54,14 +55,7 @@ class RotatedKey:
 
 
 def validate_name(value: object, field: str = "name") -> str:
-    if not isinstance(value, str):
-        raise ValidationError(field, f"expected a string of 1 to {MAX_NAME_LENGTH} characters")
-    name = value.strip()
-    if not 1 <= len(name) <= MAX_NAME_LENGTH:
-        raise ValidationError(field, f"has {len(name)} characters; expected 1 to {MAX_NAME_LENGTH}")
-    if any(ord(ch) < 32 for ch in name):
-        raise ValidationError(field, "contains control characters; expected printable text")
-    return name
+    return validate_display_name(value, field, MAX_NAME_LENGTH)
 
 
 def validate_agent_type(value: object, field: str = "agent_type") -> str:
