@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
@@ -19,7 +20,6 @@ import redis
 
 from aim import trust
 from aim.db.partitions import ensure_partitions
-from aim.errors import NotFound
 from aim.runtime import Runtime
 from aim.services import cache_hooks
 from aim.services.actor import system
@@ -50,16 +50,18 @@ def process_dirty_agents(runtime: Runtime, limit: int = DIRTY_BATCH) -> int:
     rows = runtime.db.fetch_all(
         "jobs.dirty_agents", "SELECT id, organization_id FROM agents WHERE id = ANY(%s)", (agent_ids,)
     )
+    by_organization: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    for row in rows:
+        by_organization[row["organization_id"]].append(row["id"])
     actor = system("trust-queue").label
     processed = 0
-    for row in rows:
-        try:
-            trust.recalculate_agent(runtime.db, row["organization_id"], row["id"], reason="new verification events",
-                                    actor=actor)
-        except NotFound:
-            continue  # deleted since it was queued
-        cache_hooks.trust_changed(row["id"])
-        processed += 1
+    for organization_id, ids in by_organization.items():
+        # Agents deleted since they were queued are simply not found.
+        recalculated = trust.recalculate_agents(runtime.db, organization_id, ids, reason="new verification events",
+                                                actor=actor)
+        for agent_id in recalculated:
+            cache_hooks.trust_changed(agent_id)
+        processed += len(recalculated)
     if processed:
         cache_hooks.agent_list_changed()
     return processed

@@ -8,7 +8,8 @@ PostgreSQL and `recalc` stores recalculated scores with their history.
 from aim.trust.factors import FACTOR_NAMES, MEASURED, NO_DATA, WEIGHTS, FactorResult
 from aim.trust.inputs import FactorInputs, evaluate_factors
 from aim.trust.recalc import (
-    RecalculationFailed, recalculate_agent, recalculate_all, recalculate_organization, score_new_agent,
+    RecalculationFailed, recalculate_agent, recalculate_agents, recalculate_all, recalculate_organization,
+    score_new_agent,
 )
 from aim.trust.risk import RISK_CLASSES, RISK_THRESHOLDS, passes, risk_threshold
 from aim.trust.score import TrustScore, combine
@@ -28,6 +29,7 @@ __all__ = [
     "evaluate_factors",
     "passes",
     "recalculate_agent",
+    "recalculate_agents",
     "recalculate_all",
     "recalculate_organization",
     "risk_threshold",

@@ -80,6 +80,13 @@ ORDER BY created_at, id
 LIMIT %(limit)s
 """
 
+_AGENTS_BY_ID_SQL = f"""
+SELECT {_AGENT_COLUMNS}
+FROM agents
+WHERE organization_id = %(organization_id)s AND id = ANY(%(agent_ids)s::uuid[])
+ORDER BY id
+"""
+
 _VERIFICATIONS_SQL = f"""
 SELECT agent_id,
        count(*) AS signatures_total,
@@ -194,6 +201,19 @@ def load_agent(
     params = {"organization_id": organization_id, "agent_id": agent_id, **_time_params(as_of)}
     row = db.fetch_one("trust.load_agent", query, params, conn=conn)
     return None if row is None else _snapshot_from_row(row)
+
+
+def load_agents(
+    db: Database, organization_id: uuid.UUID, agent_ids: Sequence[uuid.UUID], *, as_of: datetime,
+    conn: psycopg.Connection | None = None,
+) -> list[AgentSnapshot]:
+    """Read the agents of `agent_ids` that are in the organization, ordered by id, without locking.
+
+    The returned snapshots carry only the agents' own columns; pass them to `gather_inputs`.
+    """
+    params = {"organization_id": organization_id, "agent_ids": list(agent_ids), **_time_params(as_of)}
+    rows = db.fetch_all("trust.load_agents", _AGENTS_BY_ID_SQL, params, conn=conn)
+    return [_snapshot_from_row(row) for row in rows]
 
 
 def page_agents(
