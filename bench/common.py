@@ -119,6 +119,35 @@ def machine_description(conn: psycopg.Connection) -> str:
     return f"{os.cpu_count()} CPUs ({model}), {platform.system()} {platform.release()}, PostgreSQL {server}"
 
 
+def server_cpu_seconds(conn: psycopg.Connection) -> float | None:
+    """Return the CPU time used so far by the PostgreSQL server of `conn` and its processes, or None.
+
+    It sums user and system time from /proc for the postmaster, its exited children (such as
+    parallel workers, once reaped) and its live children, so it covers every backend and background
+    process of the server, including other clients' work. Returns None when the server's data
+    directory or processes cannot be read, as for a server on another machine.
+    """
+    row = conn.execute("SELECT current_setting('data_directory')").fetchone()
+    data_directory = Path(next(iter(row.values())) if isinstance(row, dict) else row[0])
+    try:
+        postmaster = int((data_directory / "postmaster.pid").read_text().split()[0])
+        ticks = 0
+        for stat_file in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                # Fields after the command name: state, ppid, ..., utime (12th), stime, cutime, cstime.
+                fields = stat_file.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid = int(stat_file.parent.name)
+            if pid == postmaster:
+                ticks += sum(int(value) for value in fields[11:15])
+            elif int(fields[1]) == postmaster:
+                ticks += int(fields[11]) + int(fields[12])
+    except (OSError, ValueError, IndexError):
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def audit_rows(organization_id: uuid.UUID, count: int, start: datetime, end: datetime) -> Iterator[tuple]:
     """Yield `count` audit rows as tuples, spread evenly from `start` to `end` in time order.
 

@@ -233,6 +233,25 @@ def test_backfill_rerun_adds_history_only(sim_runtime):
     assert events == first.verification_events + second.verification_events
 
 
+def test_backfill_analyzes_audit_partitions(sim_runtime):
+    db = sim_runtime.db
+    population = _backfill_population(sim_runtime, _org_name(), 8, 2, seed=5)
+    started = database_now(db)
+
+    report = run_backfill(sim_runtime, population, days=2, audit_rows=400, bad_share=0.1, seed=5)
+
+    months = {report.start.strftime("audit_logs_%Y_%m"), report.end.strftime("audit_logs_%Y_%m")}
+    analyzed = db.fetch_all(
+        "test.last_analyze",
+        "SELECT relname, last_analyze FROM pg_stat_user_tables WHERE relname = ANY(%s)",
+        (sorted(months),),
+    )
+    assert {row["relname"] for row in analyzed} == months
+    for row in analyzed:
+        assert row["last_analyze"] is not None, row["relname"]
+        assert row["last_analyze"] >= started, row["relname"]
+
+
 def test_planner_is_reproducible_for_a_seed(sim_runtime):
     population = prepare_population(sim_runtime, organization=_org_name(), agent_count=10, seed=2)
 

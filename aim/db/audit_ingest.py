@@ -8,6 +8,7 @@ field instead of as a COPY error, and a failed call writes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import json
@@ -19,8 +20,12 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import psycopg
+from psycopg import postgres, sql
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 from psycopg.rows import tuple_row
 
+from aim.db import partitions
 from aim.db.pool import Database, timed_query
 from aim.errors import ValidationError
 
@@ -38,16 +43,29 @@ ACTOR_TYPES = ("agent", "api_key", "system", "user")
 RESULTS = ("denied", "failure", "success")
 _COLUMN_SET = frozenset(AUDIT_COLUMNS)
 
-# Rows per COPY statement. bench/copy_ingest.py measured 25,000 to 50,000 rows/s on a 2-core machine,
-# so a batch takes under half a second, far inside the default 5 s statement_timeout.
+# Rows per COPY statement. bench/copy_ingest.py measured about 60,000 rows/s into audit_logs on a
+# 2-core machine, so a batch takes about a sixth of a second.
 DEFAULT_BATCH_SIZE = 10_000
+# Minimum rows of one month in one call for the bulk path. Below it, the staging table, the index
+# builds and the swap cost more than maintaining the indexes row by row (an estimate: a few tens of
+# milliseconds of fixed cost against about 10 microseconds saved per row).
+BULK_MIN_ROWS = 10_000
+# statement_timeout in place of the pool's 5 s once an ingest call takes the bulk path, and for the
+# simulator backfill's transactions. One index build covers a whole month of rows, and COPY batches
+# slow down on a loaded machine. The bound still stops a statement that hangs.
+BULK_STATEMENT_TIMEOUT = "10min"
 MAX_BATCH_SIZE = 1_000_000
-COPY_SQL = f"COPY audit_logs ({', '.join(AUDIT_COLUMNS)}) FROM STDIN"
+# Binary COPY, because psycopg's binary dumpers cost less than half the client CPU time of its text
+# format: 1.3 against 3.0 microseconds per row in a 200,000-row trial with psycopg 3.3 and its C
+# extension. PostgreSQL then parses no text either. Each value must have its column's Python type,
+# which normalize_audit_row returns: UUID, datetime, str, ipaddress objects and JsonText.
+COPY_TEMPLATE = "COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
+COPY_SQL = f"COPY audit_logs ({', '.join(AUDIT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 INSERT_SQL = (
     f"INSERT INTO audit_logs ({', '.join(AUDIT_COLUMNS)})"
     f" VALUES (%s, coalesce(%s, now()), {', '.join(['%s'] * (len(AUDIT_COLUMNS) - 2))}) RETURNING id"
 )
-_COPY_LINE = re.compile(r"COPY audit_logs, line (\d+)")
+_COPY_LINE = re.compile(r"COPY [^,]+, line (\d+)")
 
 # (year, month) pairs whose partition this process has seen committed. Retention drops only months
 # far older than the ones services write, so entries do not go stale in practice.
@@ -86,18 +104,21 @@ def _choice(value: Any, field: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
 @functools.lru_cache(maxsize=4096)
-def _parse_ip_address(text: str) -> str | None:
-    """Return `text` as a normalized IP address, or None. Cached because audit traffic repeats addresses."""
+def _parse_ip_address(text: str) -> IPAddress | None:
+    """Return `text` as an IP address, or None. Cached because audit traffic repeats addresses."""
     try:
         parsed = ipaddress.ip_address(text)
     except ValueError:
         return None
     # PostgreSQL's inet has no IPv6 zone index such as %eth0.
-    return None if getattr(parsed, "scope_id", None) else str(parsed)
+    return None if getattr(parsed, "scope_id", None) else parsed
 
 
-def _ip_address(value: Any, field: str) -> str | None:
+def _ip_address(value: Any, field: str) -> IPAddress | None:
     if value is None:
         return None
     if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
@@ -108,16 +129,31 @@ def _ip_address(value: Any, field: str) -> str | None:
     return parsed
 
 
+class JsonText(str):
+    """JSON text that is already encoded, which the binary COPY sends to a jsonb column unchanged."""
+
+
+class _JsonTextBinaryDumper(Dumper):
+    """Dump JsonText in jsonb's binary format: the format version 1, then the JSON text in UTF-8."""
+
+    format = Format.BINARY
+    oid = postgres.types["jsonb"].oid
+
+    def dump(self, obj: str) -> bytes:
+        return b"\x01" + obj.encode()
+
+
 _encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_EMPTY_JSON = JsonText("{}")
 
 
-def _details(value: Any, field: str) -> str:
+def _details(value: Any, field: str) -> JsonText:
     if value is None:
-        return "{}"
+        return _EMPTY_JSON
     if type(value) is not dict and not isinstance(value, Mapping):
         raise ValidationError(field, f"{type(value).__name__} is invalid; expected a dict of JSON values")
     try:
-        return _encode_json(value)
+        return JsonText(_encode_json(value))
     except (TypeError, ValueError) as exc:
         raise ValidationError(field, f"cannot be stored as JSON ({exc}); expected JSON values only") from None
 
@@ -183,80 +219,205 @@ def _month_bounds(when: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
-class _PartitionTracker:
-    """The months whose partitions one ingest call has confirmed or created."""
+class _Month:
+    """One UTC month that an ingest call writes to, and where its rows go."""
 
-    def __init__(self) -> None:
-        self.ready: set[datetime] = set()
-        # Bounds of the month confirmed last, so most rows cost two comparisons.
-        self.window: tuple[datetime, datetime] | None = None
+    __slots__ = ("start", "end", "partition", "pending", "staging")
 
-    def covers(self, when: datetime) -> bool:
-        if self.window is not None and self.window[0] <= when < self.window[1]:
-            return True
-        bounds = _month_bounds(when)
-        if bounds[0] in self.ready:
-            self.window = bounds
-            return True
-        return False
+    def __init__(self, start: datetime, end: datetime, partition: str, bulk_candidate: bool) -> None:
+        self.start = start
+        self.end = end
+        self.partition = partition
+        # Rows held back while the month may still reach BULK_MIN_ROWS, as (row index, values).
+        # None once the month's rows go straight to a COPY target.
+        self.pending: list[tuple[int, tuple[Any, ...]]] | None = [] if bulk_candidate else None
+        # Staging table of the bulk path, or None when rows go into audit_logs.
+        self.staging: str | None = None
 
-    def ensure(self, db: Database, conn: psycopg.Connection, when: datetime) -> None:
-        """Make sure the partition for `when`'s month exists, inside the ingest transaction.
 
-        aim_ensure_audit_partitions holds an advisory lock until the transaction ends, and creating a
-        partition locks audit_logs exclusively. A long ingest that called it needlessly would block
-        other writers that create partitions, so it runs only when to_regclass finds none.
+class _CopyStream:
+    """At most one open COPY statement on `conn`, into whichever table the next row needs.
+
+    A statement ends when it contains `batch_size` rows, when the target table changes, or on
+    `close()`, which callers use before any other query because none can run during a COPY.
+    """
+
+    def __init__(self, conn: psycopg.Connection, batch_size: int) -> None:
+        self.conn = conn
+        self.batch_size = batch_size
+        self.table: str | None = None
+        self.copy: psycopg.Copy | None = None
+        self.stack = contextlib.ExitStack()
+        # Row index in the caller's iterable of each line of the open statement, for error messages.
+        self.indexes: list[int] = []
+
+    def write(self, table: str, index: int, row: tuple[Any, ...]) -> None:
+        if self.copy is None or table != self.table or len(self.indexes) >= self.batch_size:
+            self.close()
+            self._open(table)
+        self.indexes.append(index)
+        try:
+            self.copy.write_row(row)
+        except psycopg.errors.DataError as exc:
+            error = _copy_error(exc, self.indexes)
+            self.abort(exc)
+            raise error from None
+
+    def _open(self, table: str) -> None:
+        statement = sql.SQL(COPY_TEMPLATE).format(
+            table=sql.Identifier(table),
+            columns=sql.SQL(", ").join(sql.Identifier(column) for column in AUDIT_COLUMNS),
+        )
+        self.stack.enter_context(timed_query("audit.copy"))
+        cursor = self.stack.enter_context(self.conn.cursor())
+        cursor.adapters.register_dumper(JsonText, _JsonTextBinaryDumper)
+        self.copy = self.stack.enter_context(cursor.copy(statement))
+        self.table = table
+
+    def close(self) -> None:
+        if self.copy is None:
+            return
+        try:
+            self.stack.close()
+        except psycopg.errors.DataError as exc:
+            raise _copy_error(exc, self.indexes) from None
+        finally:
+            self.copy = None
+            self.indexes = []
+
+    def abort(self, exc: BaseException) -> None:
+        """End the open statement because of `exc`, so psycopg cancels the COPY on the server.
+
+        An error while ending it is logged, not raised, so that `exc` reaches the caller.
         """
-        bounds = _month_bounds(when)
-        name = f"audit_logs_{bounds[0]:%Y_%m}"
-        exists = db.fetch_value("audit.partition_exists", "SELECT to_regclass(%s) IS NOT NULL", (name,), conn=conn)
-        if not exists:
-            db.fetch_value(
-                "audit.ensure_partitions", "SELECT aim_ensure_audit_partitions(%s, %s)", (when, when), conn=conn
-            )
-            logger.info("created audit partition %s during an ingest", name)
-        self.ready.add(bounds[0])
-        self.window = bounds
+        if self.copy is None:
+            return
+        self.copy = None
+        try:
+            self.stack.__exit__(type(exc), exc, exc.__traceback__)
+        except psycopg.Error as end_error:
+            logger.warning("ending an audit COPY after %s failed: %s", type(exc).__name__, end_error)
 
 
-def _copy_error(exc: psycopg.errors.DataError, first_index: int) -> ValidationError:
+def _copy_error(exc: psycopg.errors.DataError, indexes: list[int]) -> ValidationError:
     # Python validation covers the schema's checks, so this is a value PostgreSQL parses
     # differently, such as \u0000 inside details. The COPY context names the line in the statement.
     match = _COPY_LINE.search(exc.diag.context or "")
-    field = f"rows[{first_index + int(match.group(1)) - 1}]" if match else "rows"
+    line = int(match.group(1)) - 1 if match else -1
+    field = f"rows[{indexes[line]}]" if 0 <= line < len(indexes) else "rows"
     return ValidationError(
         field, f"PostgreSQL rejected the row ({exc.diag.message_primary}); nothing from this call was written"
     )
 
 
-def _ingest(db: Database, conn: psycopg.Connection, rows: Iterable[Any], batch_size: int) -> int:
-    """Stream `rows` into audit_logs with one COPY statement per batch of at most `batch_size` rows.
+class _Ingest:
+    """Route one call's validated rows: COPY into audit_logs, or the bulk path for empty months."""
+
+    def __init__(self, db: Database, conn: psycopg.Connection, batch_size: int, bulk: bool) -> None:
+        self.db = db
+        self.conn = conn
+        self.bulk = bulk
+        self.stream = _CopyStream(conn, batch_size)
+        self.months: dict[datetime, _Month] = {}
+        # The month of the previous row, so most rows cost two comparisons.
+        self.current: _Month | None = None
+        self.bulk_months = 0
+        # The caller's statement_timeout, saved when the bulk path first raises it.
+        self.saved_timeout: str | None = None
+
+    def add(self, index: int, row: tuple[Any, ...]) -> None:
+        month = self.current
+        if month is None or not month.start <= row[1] < month.end:
+            month = self._month(row[1])
+        if month.pending is None:
+            self.stream.write(month.staging or "audit_logs", index, row)
+            return
+        month.pending.append((index, row))
+        if len(month.pending) >= BULK_MIN_ROWS:
+            self.stream.close()
+            if self.saved_timeout is None:
+                self.saved_timeout = partitions.set_local(
+                    self.db, self.conn, "statement_timeout", BULK_STATEMENT_TIMEOUT
+                )
+            month.staging = partitions.create_staging_table(self.db, self.conn, month.partition)
+            pending, month.pending = month.pending, None
+            for pending_index, pending_row in pending:
+                self.stream.write(month.staging, pending_index, pending_row)
+
+    def _month(self, when: datetime) -> _Month:
+        start, end = _month_bounds(when)
+        month = self.months.get(start)
+        if month is None:
+            # The catalog queries below cannot run while a COPY is in progress.
+            self.stream.close()
+            month = self._open_month(start, end, when)
+            self.months[start] = month
+        self.current = month
+        return month
+
+    def _open_month(self, start: datetime, end: datetime, when: datetime) -> _Month:
+        """Make sure the month's partition exists, and decide whether the month may take the bulk path.
+
+        aim_ensure_audit_partitions holds an advisory lock until the transaction ends, and creating a
+        partition locks audit_logs exclusively. A long ingest that called it needlessly would block
+        other writers that create partitions, so it runs only when to_regclass finds none.
+        """
+        partition = partitions.month_partition_name(start)
+        exists = self.db.fetch_value(
+            "audit.partition_exists", "SELECT to_regclass(%s) IS NOT NULL", (partition,), conn=self.conn
+        )
+        if not exists:
+            self.db.fetch_value(
+                "audit.ensure_partitions", "SELECT aim_ensure_audit_partitions(%s, %s)", (when, when), conn=self.conn
+            )
+            logger.info("created audit partition %s during an ingest", partition)
+        candidate = self.bulk and partitions.partition_is_empty(self.db, self.conn, partition)
+        return _Month(start, end, partition, candidate)
+
+    def finish(self) -> None:
+        """Write the rows held back, then build indexes and swap in each staged month."""
+        for month in self.months.values():
+            if month.pending:
+                for index, row in month.pending:
+                    self.stream.write("audit_logs", index, row)
+            month.pending = None
+        self.stream.close()
+        staged = [month for month in self.months.values() if month.staging is not None]
+        # Every index is built before the first swap, because a swap's ACCESS EXCLUSIVE lock on
+        # audit_logs lasts until the transaction ends and would block all audit reads and writes
+        # while later months were still being indexed.
+        started = time.perf_counter()
+        renames = [partitions.build_staging_indexes(self.db, self.conn, month.partition, month.staging)
+                   for month in staged]
+        indexed = time.perf_counter()
+        for month, month_renames in zip(staged, renames):
+            if partitions.swap_in_staging(self.db, self.conn, month.partition, month.staging, month_renames):
+                self.bulk_months += 1
+            else:
+                partitions.insert_from_staging(self.db, self.conn, month.staging, AUDIT_COLUMNS)
+        if staged:
+            logger.info("bulk-loaded %d of %d staged audit months: indexes took %.2f s, swaps %.3f s",
+                        self.bulk_months, len(staged), indexed - started, time.perf_counter() - indexed)
+
+
+def _ingest(db: Database, conn: psycopg.Connection, rows: Iterable[Any], batch_size: int, bulk: bool) -> int:
+    """Stream `rows` into audit_logs and return how many were written.
 
     Rows are validated and written one at a time, so PostgreSQL stores rows while Python prepares
-    the next ones. Batches keep each statement well inside statement_timeout. A batch also ends
-    early before a row of a month not yet confirmed, because the partition check cannot run on the
-    connection while a COPY is in progress.
+    the next ones, except for the first BULK_MIN_ROWS rows of a month whose partition is empty,
+    which wait in memory until the month qualifies for the bulk path or the rows run out.
     """
-    values = _normalized(rows)
-    partitions = _PartitionTracker()
+    ingest = _Ingest(db, conn, batch_size, bulk)
     written = 0
-    pending = next(values, None)
-    while pending is not None:
-        if not partitions.covers(pending[1]):
-            partitions.ensure(db, conn, pending[1])
-        first_index = written
-        try:
-            with timed_query("audit.copy"), conn.cursor() as cursor, cursor.copy(COPY_SQL) as copy:
-                while pending is not None:
-                    copy.write_row(pending)
-                    written += 1
-                    pending = next(values, None)
-                    if written - first_index >= batch_size:
-                        break
-                    if pending is not None and not partitions.covers(pending[1]):
-                        break
-        except psycopg.errors.DataError as exc:
-            raise _copy_error(exc, first_index) from None
+    try:
+        for written, row in enumerate(_normalized(rows), start=1):
+            ingest.add(written - 1, row)
+        ingest.finish()
+    except BaseException as exc:
+        ingest.stream.abort(exc)
+        raise
+    if ingest.saved_timeout is not None:
+        partitions.set_local(db, conn, "statement_timeout", ingest.saved_timeout)
     return written
 
 
@@ -266,15 +427,27 @@ def ingest_audit_rows(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     conn: psycopg.Connection | None = None,
+    bulk: bool = True,
 ) -> int:
-    """Insert audit rows with COPY in one transaction and return how many were written.
+    """Insert audit rows in one transaction and return how many were written.
 
-    `rows` may be any iterable, including a generator. Rows are validated and streamed one at a
-    time, so memory stays bounded. Each row is a dict or a tuple as `normalize_audit_row()` accepts.
-    Each COPY statement carries at most `batch_size` rows. Before the first row of a month is
-    copied, that month's partition is created if missing. With `conn`, the rows are written in a
-    savepoint of that connection's transaction. Otherwise a primary connection is borrowed and
-    committed.
+    `rows` may be any iterable, including a generator. Rows are validated and streamed, so memory
+    stays bounded. Each row is a dict or a tuple as `normalize_audit_row()` accepts. Each COPY
+    statement carries at most `batch_size` rows. Before the first row of a month is copied, that
+    month's partition is created if missing.
+
+    With `bulk`, a month whose partition is empty when the call first meets it and that gets at
+    least BULK_MIN_ROWS rows is loaded into a staging table, indexed once and swapped in for the
+    empty partition (see `aim.db.partitions.swap_in_staging`). The swap holds an ACCESS EXCLUSIVE
+    lock on audit_logs until the transaction commits. If other sessions wrote to that month in the
+    meantime, or the lock is not granted within a second, the staged rows are inserted normally.
+    The bulk path runs its statements with statement_timeout BULK_STATEMENT_TIMEOUT and restores
+    the previous value before returning.
+
+    With `conn`, the rows are written in a savepoint of that connection's transaction, and the
+    caller should commit soon after a bulk load. Otherwise a primary connection is borrowed and
+    committed. NOTE: if that transaction holds row locks that another session waits for while it
+    reads audit_logs, the swap's lock request can end in a deadlock error for that session.
 
     Raises ValidationError naming the row index and column of the first bad row, and then nothing
     from this call is written.
@@ -286,10 +459,10 @@ def ingest_audit_rows(
     started = time.perf_counter()
     if conn is None:
         with db.transaction() as own:
-            total = _ingest(db, own, rows, batch_size)
+            total = _ingest(db, own, rows, batch_size, bulk)
     else:
         with conn.transaction():
-            total = _ingest(db, conn, rows, batch_size)
+            total = _ingest(db, conn, rows, batch_size, bulk)
     logger.info("ingested %d audit rows in %.2f s", total, time.perf_counter() - started)
     return total
 

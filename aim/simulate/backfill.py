@@ -23,14 +23,17 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable, Iterator
 
 import psycopg
+from psycopg import sql
 
 from aim import identity, trust
-from aim.db.audit_ingest import ingest_audit_rows
+from aim.db import partitions
+from aim.db.audit_ingest import BULK_STATEMENT_TIMEOUT, ingest_audit_rows
+from aim.db.pool import Database
 from aim.errors import AIMError, ValidationError
 from aim.runtime import Runtime
 from aim.services import cache_hooks, mcp_servers, organizations
@@ -234,6 +237,7 @@ class Backfill:
             if period.ends_day:
                 self._take_snapshot(period.end)
         phase = time.perf_counter()
+        self._analyze_audit_partitions()
         self._finish()
         self.report.finish_seconds = time.perf_counter() - phase
         self.report.seconds = time.perf_counter() - started
@@ -257,6 +261,7 @@ class Backfill:
         counts = {"events": 0, "attestations": 0}
         status_updates = self._due_status_changes(period, audit_rows)
         with self.db.transaction() as conn:
+            _allow_bulk_statements(self.db, conn)
             self._apply_status_changes(conn, status_updates)
             self._copy_events(conn, self._generate(period, present, audit_rows, counts))
             self.mcp.flush(conn)
@@ -453,6 +458,7 @@ class Backfill:
         rows = trust_history.history_rows(self.organization_id, results, self.previous, as_of)
         confidence_rows = self.mcp.confidence_rows(as_of, self.scores, self.is_verified)
         with self.db.transaction() as conn:
+            _allow_bulk_statements(self.db, conn)
             trust_history.write_history(conn, rows)
             if confidence_rows:
                 with conn.cursor() as cursor, cursor.copy(_CONFIDENCE_COPY_SQL) as copy:
@@ -460,6 +466,22 @@ class Backfill:
                         copy.write_row(row)
         self.report.trust_history_rows += len(rows)
         self.report.confidence_history_rows += len(confidence_rows)
+
+    def _analyze_audit_partitions(self) -> None:
+        """Refresh planner statistics of the audit partitions the window wrote to.
+
+        Autovacuum analyzes a partition only after it notices the new rows, and a backfill adds
+        about a million rows in a few minutes, so the audit page's plans would meanwhile use row
+        counts from before it.
+        """
+        first = self.start.astimezone(timezone.utc)
+        month = datetime(first.year, first.month, 1, tzinfo=timezone.utc)
+        while month <= self.now:
+            name = partitions.month_partition_name(month)
+            if self.db.fetch_value("simulate.partition_exists", "SELECT to_regclass(%s) IS NOT NULL", (name,)):
+                self.db.execute("simulate.analyze_audit", sql.SQL("ANALYZE {}").format(sql.Identifier(name)))
+                logger.info("analyzed audit partition %s after the backfill", name)
+            month = datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=timezone.utc)
 
     def _finish(self) -> None:
         """Store last-seen times, then recompute confidence and trust now, so current values follow from the data."""
@@ -480,6 +502,15 @@ class Backfill:
             self.db, self.organization_id, reason="simulated history backfilled", actor=system("simulator").label
         )
         self.progress("trust recalculation", 1, 1)
+
+
+def _allow_bulk_statements(db: Database, conn: psycopg.Connection) -> None:
+    """Give the statements of one bulk transaction BULK_STATEMENT_TIMEOUT instead of the pool's 5 s.
+
+    A period's COPY batches take well under a second on an idle machine, but a loaded one can
+    stretch them past 5 s, and an aborted period would stop the whole backfill.
+    """
+    partitions.set_local(db, conn, "statement_timeout", BULK_STATEMENT_TIMEOUT)
 
 
 def run_backfill(
