@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -315,3 +316,16 @@ def test_insert_audit_rejects_bad_value(db, org_id, changes, field):
 
     assert caught.value.field == field
     assert _count(db, org_id) == 0
+
+
+@pytest.mark.parametrize("details", [{"score": float("nan")}, {"nested": [1, {"limit": float("inf")}]}])
+def test_non_finite_details_rejected(details):
+    with pytest.raises(ValidationError) as failure:
+        audit_ingest.normalize_audit_row({**_row(uuid.uuid4()), "details": details})
+    assert failure.value.field == "details"
+    assert "NaN or Infinity" in str(failure.value)
+
+
+def test_null_details_value_kept():
+    row = audit_ingest.normalize_audit_row({**_row(uuid.uuid4()), "details": {"reason": None, "score": 0.5}})
+    assert json.loads(row[-1]) == {"reason": None, "score": 0.5}

@@ -11,14 +11,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import ipaddress
-import json
 import logging
+import math
 import re
 import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+import orjson
 import psycopg
 from psycopg import postgres, sql
 from psycopg.adapt import Dumper
@@ -143,19 +144,38 @@ class _JsonTextBinaryDumper(Dumper):
         return b"\x01" + obj.encode()
 
 
-_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _EMPTY_JSON = JsonText("{}")
+# Datetimes and dataclasses are rejected as the json module rejects them, so that a row does not
+# store a form that other writers of the same column would not.
+_STRICT_TYPES = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _has_non_finite(value: Any) -> bool:
+    if type(value) is float:
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_finite(item) for item in value)
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _details(value: Any, field: str) -> JsonText:
     if value is None:
         return _EMPTY_JSON
-    if type(value) is not dict and not isinstance(value, Mapping):
-        raise ValidationError(field, f"{type(value).__name__} is invalid; expected a dict of JSON values")
+    if type(value) is not dict:
+        if not isinstance(value, Mapping):
+            raise ValidationError(field, f"{type(value).__name__} is invalid; expected a dict of JSON values")
+        value = dict(value)
+    # orjson encodes about ten times faster than the json module, which mattered at COPY rates. It
+    # writes NaN and infinities as null, so a null in the output is checked against the input.
     try:
-        return JsonText(_encode_json(value))
-    except (TypeError, ValueError) as exc:
+        encoded = orjson.dumps(value, option=_STRICT_TYPES)
+    except TypeError as exc:
         raise ValidationError(field, f"cannot be stored as JSON ({exc}); expected JSON values only") from None
+    if b"null" in encoded and _has_non_finite(value):
+        raise ValidationError(field, "contains NaN or Infinity; expected finite numbers, because JSON has neither")
+    return JsonText(encoded.decode())
 
 
 def normalize_audit_row(row: Mapping[str, Any] | Sequence[Any]) -> tuple[Any, ...]:
