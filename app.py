@@ -3,6 +3,11 @@
 Run with `streamlit run app.py`. Pages live in pages/ and are registered here with st.navigation.
 Pages a role may not open are registered hidden, so opening one by URL shows a clear message from
 `require_page` instead of Streamlit's "page not found".
+
+This file plays two parts. `streamlit run app.py` finds the st.App assignment at the bottom, imports
+the file as the module `app` and serves that App with uvicorn. Its lifespan hook warms the process
+(aim.ui.warmup) before the first browser connects. Each browser session then runs the file as the
+script `__main__`, which renders the dashboard.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from aim.errors import AIMError
 from aim.metrics.rollup import RECORDER
 from aim.runtime import get_runtime
 from aim.services.users import AuthenticationFailed
-from aim.ui import auth, timefmt
-from aim.ui.access import PAGE_TITLES, allowed_pages, can_write
+from aim.ui import auth, timefmt, warmup
+from aim.ui.access import PAGE_TITLES, allowed_pages, can_open, can_write
 from aim.ui.errors import error_message, page_guard
 
 logger = logging.getLogger("aim.ui.app")
@@ -50,13 +55,6 @@ LOGO_SVG = (
     "</svg>"
 )
 ROLE_BADGE_COLORS = {"admin": "red", "analyst": "blue", "manager": "violet", "viewer": "gray"}
-
-st.set_page_config(
-    page_title="AIM · Agent Identity Management",
-    page_icon=":material/verified_user:",
-    layout="wide",
-    initial_sidebar_state="expanded",
-)
 
 
 def sync_timezone() -> None:
@@ -213,6 +211,12 @@ def render_sidebar(user: dict, *, write_cookie: bool = True) -> None:
 
 
 def main() -> None:
+    st.set_page_config(
+        page_title="AIM · Agent Identity Management",
+        page_icon=":material/verified_user:",
+        layout="wide",
+        initial_sidebar_state="expanded",
+    )
     with page_guard("metrics"):
         start_metrics_flusher()
     sync_timezone()
@@ -231,9 +235,25 @@ def main() -> None:
     navigation = st.navigation(build_navigation(user["role"]), position="sidebar")
     # The home page switches to the overview at once, and the browser drops a script rendered in a
     # run that switches pages, so a pending cookie is written on the overview's run instead.
-    render_sidebar(user, write_cookie=navigation.url_path not in ("", HOME_PATH))
-    navigation.run()
+    write_cookie = navigation.url_path not in ("", HOME_PATH)
+    if not can_open(user["role"], navigation.url_path):
+        # The page will st.stop() after its message, and nothing renders after st.stop(), so the
+        # sidebar goes first. This also covers the home page, which is not a page key.
+        render_sidebar(user, write_cookie=write_cookie)
+        navigation.run()
+        return
+    # An allowed page runs before the user block and timezone picker, so its heading and first
+    # figures reach the browser first. `finally` keeps the sidebar when the page raises.
+    try:
+        navigation.run()
+    finally:
+        render_sidebar(user, write_cookie=write_cookie)
 
 
-with auth.shell_running():
-    main()
+if __name__ == "__main__":
+    # A script run of a browser session (Streamlit and AppTest run the script as `__main__`).
+    with auth.shell_running():
+        main()
+else:
+    # Imported by `streamlit run app.py`, which serves this App. The script above renders the pages.
+    app = st.App(__file__, lifespan=warmup.lifespan)

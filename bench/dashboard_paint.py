@@ -14,12 +14,18 @@ That needs the same database as the dashboard, which the AIM_* variables and --d
 Figures, each over --tries runs, after one warm-up visit of every page:
 
 - first useful paint: from navigation start (performance.timeOrigin) until the first KPI card or
-  table of the overview is visible, read in the page with requestAnimationFrame. "new tab" opens
+  table of the overview (or of --path) is visible, read in the page with requestAnimationFrame. "new tab" opens
   a tab in a browser that has loaded the dashboard before (static files cached), "new browser" a
   fresh browser context each time.
 - page switch: from the click on a sidebar link until the target page's heading is visible, and
   until the page has finished rendering (no script run in progress, no stale element left).
 - RSS of the Streamlit process (and its children) after visiting every page, with psutil.
+- CPU time (user + system) of the Streamlit process per first paint and per page switch, with
+  psutil. Contention from other processes distorts it less than the wall-clock figures.
+- with --cold-starts N (only when the script starts the dashboard): N times, start a new Streamlit
+  process, wait for /_stcore/health, and load the overview in a fresh browser context that already
+  has a session cookie. That is the first request the process serves, so it pays for every
+  one-off cost of the process (imports, pools, first queries) that start-up has not already paid.
 
 Targets from the design: first useful paint <= 1.5 s, page switch <= 0.5 s, RSS <= 400 MB.
 """
@@ -51,9 +57,10 @@ from bench.common import percentiles_ms
 from aim.config import load_settings
 from aim.errors import Conflict
 from aim.runtime import Runtime, build_runtime
-from aim.services import organizations, users
+from aim.services import organizations, sessions, users
 from aim.services.actor import system
 from aim.ui.access import PAGE_TITLES
+from aim.ui.auth import COOKIE_NAME, DASHBOARD_SESSION_LIFETIME, sign_session_cookie
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = [
@@ -267,6 +274,31 @@ def data_size(runtime: Runtime, organization: str) -> str:
     return ", ".join(f"{value:,} {name.replace('_', ' ')}" for name, value in counts.items())
 
 
+def session_cookie(runtime: Runtime, email: str, password: str, url: str) -> dict[str, str]:
+    """Start a dashboard session for `email` and return it as a Playwright cookie for `url`."""
+    pair = sessions.login(runtime.db, runtime.secret_key, email, password, user_agent="dashboard-bench")
+    expires_at = int(time.time() + DASHBOARD_SESSION_LIFETIME.total_seconds())
+    value = sign_session_cookie(runtime.secret_key, pair.session_id, expires_at)
+    return {"name": COOKIE_NAME, "value": value, "url": url, "sameSite": "Strict"}
+
+
+def cold_starts(browser: Browser, runtime: Runtime, data_dir: Path, email: str, password: str,
+                count: int) -> list[dict[str, float]]:
+    """Start `count` new dashboard processes and return the first paint each one serves (see --cold-starts)."""
+    results = []
+    for run in range(count):
+        target = start_dashboard(data_dir, data_dir / f"dashboard-bench-cold-{run}.log")
+        try:
+            context = browser.new_context(viewport={"width": 1600, "height": 1000})
+            context.set_default_timeout(TIMEOUT_MS)
+            context.add_cookies([session_cookie(runtime, email, password, target.url)])
+            results.append(first_useful_paint(context.new_page(), target.url))
+            context.close()
+        finally:
+            target.stop()
+    return results
+
+
 def sign_in(page: Page, url: str, email: str, password: str) -> None:
     # Signing in on a page URL, not "/": the overview then renders in the same run as the sign-in.
     page.goto(f"{url}/overview")
@@ -281,10 +313,10 @@ def sign_in(page: Page, url: str, email: str, password: str) -> None:
         page.wait_for_timeout(50)
 
 
-def first_useful_paint(page: Page, url: str) -> dict[str, float]:
-    """Load the overview and return its milestones in seconds since navigation start (see MILESTONES_SCRIPT)."""
+def first_useful_paint(page: Page, url: str, path: str = "/overview") -> dict[str, float]:
+    """Load `path` and return its milestones in seconds since navigation start (see MILESTONES_SCRIPT)."""
     page.add_init_script(FIRST_USEFUL_SCRIPT)
-    page.goto(f"{url}/overview", wait_until="commit")
+    page.goto(f"{url}{path}", wait_until="commit")
     page.wait_for_function("window.__aimFirstUseful !== undefined", timeout=TIMEOUT_MS)
     milestones = page.evaluate(MILESTONES_SCRIPT)
     return {name: value / 1000.0 for name, value in milestones.items() if value is not None}
@@ -307,7 +339,16 @@ def report(label: str, samples: list[float], target: float | None) -> None:
     print(f"{label:<44} p50 {p50:8.0f} ms   p95 {p95:8.0f} ms   (n={len(samples)}){verdict}")
 
 
-def measure(browser: Browser, url: str, email: str, password: str, tries: int) -> dict:
+def cpu_seconds(pid: int | None) -> float:
+    """Return the user + system CPU time of process `pid` so far, or 0.0 without a pid."""
+    if pid is None:
+        return 0.0
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def measure(browser: Browser, url: str, email: str, password: str, tries: int, pid: int | None = None,
+            path: str = "/overview") -> dict:
     context = browser.new_context(viewport={"width": 1600, "height": 1000})
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
@@ -319,24 +360,30 @@ def measure(browser: Browser, url: str, email: str, password: str, tries: int) -
         switch(page, key)
 
     results: dict[str, list[dict[str, float]]] = {"new tab": [], "new browser": []}
+    paint_cpu_started = cpu_seconds(pid)
     for _ in range(tries):
         tab = context.new_page()
-        results["new tab"].append(first_useful_paint(tab, url))
+        results["new tab"].append(first_useful_paint(tab, url, path))
         tab.close()
         fresh = browser.new_context(viewport={"width": 1600, "height": 1000}, storage_state=state)
         fresh.set_default_timeout(TIMEOUT_MS)
-        results["new browser"].append(first_useful_paint(fresh.new_page(), url))
+        results["new browser"].append(first_useful_paint(fresh.new_page(), url, path))
         fresh.close()
+
+    paint_cpu = (cpu_seconds(pid) - paint_cpu_started) / (2 * tries)
 
     headings: dict[str, list[float]] = {key: [] for key in pages}
     rendered: dict[str, list[float]] = {key: [] for key in pages}
+    switch_cpu_started = cpu_seconds(pid)
     for _ in range(tries):
         for key in pages:
             seen, done = switch(page, key)
             headings[key].append(seen)
             rendered[key].append(done)
+    switch_cpu = (cpu_seconds(pid) - switch_cpu_started) / (tries * len(pages))
     context.close()
-    return {"paint": results, "headings": headings, "rendered": rendered}
+    return {"paint": results, "headings": headings, "rendered": rendered, "paint_cpu_s": paint_cpu,
+            "switch_cpu_s": switch_cpu}
 
 
 def main() -> None:
@@ -349,7 +396,19 @@ def main() -> None:
     parser.add_argument("--pid", type=int, help="pid of the Streamlit process behind --url (default: found by port)")
     parser.add_argument("--tries", type=int, default=10, help="runs per measurement (default: 10)")
     parser.add_argument("--chromium", help="Chromium executable (default: AIM_CHROMIUM, then the usual paths)")
+    parser.add_argument("--path", default="/overview",
+                        help="page, with any query, whose first useful paint is timed, such as "
+                             "/audit_logs?range=now-30d (default: /overview)")
+    parser.add_argument("--cold-starts", type=int, default=0,
+                        help="also time the first paint of N newly started dashboard processes (default: 0; "
+                             "not with --url)")
     args = parser.parse_args()
+    if args.cold_starts and args.url:
+        parser.error("--cold-starts starts its own dashboards, so it cannot be combined with --url")
+    if not args.path.startswith("/"):
+        parser.error(f"--path {args.path!r} is invalid; expected a path that starts with /, such as /overview")
+    if args.cold_starts < 0:
+        parser.error("--cold-starts must be 0 or more")
     if args.tries < 2:
         parser.error("--tries must be at least 2, so that p95 means something")
     if (args.email is None) != (args.password is None):
@@ -375,10 +434,12 @@ def main() -> None:
             browser = playwright.chromium.launch(executable_path=find_chromium(playwright, args.chromium),
                                                  args=CHROMIUM_ARGS)
             load_before = os.getloadavg()
-            figures = measure(browser, target.url, email, password, args.tries)
+            figures = measure(browser, target.url, email, password, args.tries, target.pid, args.path)
+            memory = rss_mb(target.pid) if target.pid else None
+            target.stop()
+            cold = cold_starts(browser, runtime, settings.data_dir, email, password, args.cold_starts)
             load_after = os.getloadavg()
             browser.close()
-        memory = rss_mb(target.pid) if target.pid else None
     finally:
         target.stop()
         runtime.close()
@@ -389,12 +450,16 @@ def main() -> None:
     for kind in ("new tab", "new browser"):
         loads = figures["paint"][kind]
         samples = [load["useful"] for load in loads]
-        report(f"first useful paint, overview, {kind}", samples, TARGETS["first_paint_s"])
+        report(f"first useful paint, {args.path}, {kind}", samples, TARGETS["first_paint_s"])
         print(f"  samples in run order (ms): {', '.join(f'{value * 1000:.0f}' for value in samples)}")
         report("  of which: HTML document loaded", [load["document"] for load in loads], None)
         headings = [load["heading"] for load in loads if "heading" in load]
         if headings:
             report("  of which: page heading visible", headings, None)
+    if cold:
+        samples = [load["useful"] for load in cold]
+        report("first useful paint, first request of a process", samples, TARGETS["first_paint_s"])
+        print(f"  samples in run order (ms): {', '.join(f'{value * 1000:.0f}' for value in samples)}")
     all_headings = [value for samples in figures["headings"].values() for value in samples]
     all_rendered = [value for samples in figures["rendered"].values() for value in samples]
     report("page switch to heading, all pages", all_headings, TARGETS["switch_s"])
@@ -402,6 +467,9 @@ def main() -> None:
     for key in figures["headings"]:
         report(f"  to {key}: heading", figures["headings"][key], TARGETS["switch_s"])
         report(f"  to {key}: rendered", figures["rendered"][key], None)
+    if target.pid:
+        print(f"Streamlit CPU time: {figures['paint_cpu_s'] * 1000:.0f} ms per first paint, "
+              f"{figures['switch_cpu_s'] * 1000:.0f} ms per page switch")
     if memory is None:
         print("RSS: unknown (pass --pid of the Streamlit process)")
     else:

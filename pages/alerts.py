@@ -160,7 +160,8 @@ def render_table(page, tz: str, current: uuid.UUID | None) -> None:
             "occurrences": st.column_config.NumberColumn("Count", format="%d", width="small"),
             "created_at": st.column_config.DatetimeColumn(f"Raised ({tz})", format="YYYY-MM-DD HH:mm:ss"),
             "last_seen_at": st.column_config.DatetimeColumn("Last seen", format="YYYY-MM-DD HH:mm:ss"),
-            "status": st.column_config.TextColumn("Status", width="small"),
+            # "medium" fits "acknowledged", the longest status, which "small" cut off.
+            "status": st.column_config.TextColumn("Status", width="medium"),
             "acknowledged_by": st.column_config.TextColumn("Acknowledged by"),
         },
     )

@@ -181,6 +181,7 @@ def render_table(page, tz: str) -> None:
     styled = ui.style_columns(df, {"result": {"success": "green", "failure": "orange", "denied": "red"}})
     st.dataframe(
         styled, key=TABLE_KEY, hide_index=True, height=min(38 + 35 * max(len(df), 1), 560),
+        placeholder=ui.EMPTY_CELL,
         column_order=("occurred_at", "actor_type", "actor_id", "action", "resource_type", "resource_id", "result",
                       "ip_address", "request_id", "details", "id"),
         column_config={
@@ -200,13 +201,20 @@ def render_table(page, tz: str) -> None:
     )
 
 
+def export_limit_notice(page) -> str | None:
+    """Return why the export is disabled when more rows match than one export may hold, else None."""
+    if (page.total or 0) <= csv_export.EXPORT_MAX_ROWS:
+        return None
+    return (f"{ui.count_label(page, 'rows')} match, and a CSV export holds at most "
+            f"{csv_export.EXPORT_MAX_ROWS:,} rows. Narrow the time range or add a filter to export.")
+
+
 def render_export(page, filters: dict, tz: str) -> None:
     """Render the CSV export button. The file of every matching row is built when the button is clicked."""
     total = page.total or 0
-    if total > csv_export.EXPORT_MAX_ROWS:
-        st.button("Export CSV", key="audit_export", icon=":material/download:", disabled=True,
-                  help=f"{ui.count_label(page, 'rows')} match. Exports are limited to "
-                       f"{csv_export.EXPORT_MAX_ROWS:,} rows: narrow the time range or add a filter.")
+    notice = export_limit_notice(page)
+    if notice:
+        st.button("Export CSV", key="audit_export", icon=":material/download:", disabled=True, help=notice)
         return
     compress = total > csv_export.PLAIN_MAX_ROWS
     name = f"aim-audit-{filters['start']:%Y%m%dT%H%M}-{filters['end']:%Y%m%dT%H%M}.csv" + (".gz" if compress else "")
@@ -240,6 +248,10 @@ def render_live(interval: int | None, page_size: int) -> None:
                 head.markdown(f"**Events** &nbsp; :gray[{window.describe(tz)}]")
                 with export:
                     render_export(page, filters, tz)
+                notice = export_limit_notice(page)
+                if notice:
+                    # Shown in full, because the disabled button's tooltip is easy to miss.
+                    st.caption(f":material/info: {notice}")
                 if page.items:
                     render_table(page, tz)
                 else:

@@ -177,7 +177,8 @@ def render_latest_alerts(organization_id, tz: str) -> None:
         column_config={
             "created_at": st.column_config.DatetimeColumn("Raised", format="YYYY-MM-DD HH:mm:ss", width="medium"),
             "severity": st.column_config.TextColumn("Severity", width="small"),
-            "status": st.column_config.TextColumn("Status", width="small"),
+            # "medium" fits "acknowledged", the longest status, which "small" cut off.
+            "status": st.column_config.TextColumn("Status", width="medium"),
             "title": st.column_config.TextColumn("Title", width="large"),
             "occurrences": st.column_config.NumberColumn("Seen", format="%d", width="small"),
         },

@@ -149,3 +149,28 @@ def test_counts_by_severity(db, org_id):
     html = "\n".join(str(element.proto.body) for element in at.get("html"))
     assert "Open · critical</div><div class=\"aim-stat-value\" style=\"color:#f2495c\">2<" in html
     assert "Open · medium</div><div class=\"aim-stat-value\" style=\"color:#fade2a\">1<" in html
+
+
+def column_width(element, column: str) -> str | None:
+    import json
+
+    return json.loads(element.proto.columns).get(column, {}).get("width")
+
+
+def test_status_columns_fit_acknowledged(db, org_id):
+    raise_alert(db, org_id, "status width check")
+    user = make_user(db, org_id, "admin")
+
+    at = alerts_page(user)
+    overview = AppTest.from_file(APP, default_timeout=60)
+    auth.sign_in_session(overview.session_state, user)
+    overview.run()
+    overview.switch_page("pages/overview.py").run()
+
+    assert not at.exception
+    assert not overview.exception
+    # "small" cut "acknowledged" short in both tables.
+    assert column_width(at.dataframe[0], "status") == "medium"
+    # The latest-alerts table is the overview's only table.
+    assert len(overview.dataframe) == 1
+    assert column_width(overview.dataframe[0], "status") == "medium"

@@ -250,3 +250,50 @@ def test_viewer_sees_total_and_chart(db, org_id):
     assert "success 10" in markdown
     assert "denied 5" in markdown
     assert "failure 5" in markdown
+
+
+def shown_cells(element) -> "pd.DataFrame":
+    """Return the text a styled st.dataframe shows per cell (the Styler display values)."""
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    display = element.proto.arrow_data.styler.display_values
+    assert display, "the table has no Styler display values"
+    return convert_arrow_bytes_to_pandas_df(display)
+
+
+def test_empty_cells_show_em_dash(db, org_id):
+    seed_events(db, org_id, 3)
+    at = audit_page(make_user(db, org_id, "analyst"))
+    assert not at.exception
+
+    # The browser draws the placeholder in a null cell; without one it draws a grey "None".
+    assert at.dataframe[0].proto.placeholder == "—"
+    cells = shown_cells(at.dataframe[0])
+    seeded = cells[cells["actor_id"] == "agent-1"]
+
+    assert len(seeded) == 3
+    for column in ("ip_address", "request_id"):
+        assert list(seeded[column]) == ["—"] * 3, f"{column} shows {list(seeded[column])}"
+    assert not cells.isin(["None"]).any().any()
+
+
+def test_export_over_limit_shows_notice(db, org_id, monkeypatch):
+    monkeypatch.setattr(csv_export, "EXPORT_MAX_ROWS", 4)
+    seed_events(db, org_id, 6)
+
+    at = audit_page(make_user(db, org_id, "analyst"))
+
+    assert not at.exception
+    assert at.button(key="audit_export").disabled
+    notices = [caption.value for caption in at.caption if "at most 4 rows" in caption.value]
+    assert len(notices) == 1
+    assert "Narrow the time range or add a filter" in notices[0]
+
+
+def test_export_under_limit_has_no_notice(db, org_id):
+    seed_events(db, org_id, 6)
+
+    at = audit_page(make_user(db, org_id, "analyst"))
+
+    assert not at.exception
+    assert not [caption.value for caption in at.caption if "at most" in caption.value]

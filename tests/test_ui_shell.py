@@ -265,6 +265,15 @@ def test_viewer_cannot_open_admin(db, org_id):
     assert "Users" not in [tab.label for tab in at.tabs]
 
 
+def test_denied_page_keeps_sidebar(db, org_id):
+    at = app_as(make_user(db, org_id, "viewer")).run()
+    at.switch_page("pages/admin.py").run()
+
+    assert "Your role viewer cannot open Admin" in texts(at.error)
+    assert at.sidebar.button(key="sign_out").label == "Sign out"
+    assert at.sidebar.selectbox(key="timezone").value == "UTC"
+
+
 def test_manager_cannot_open_audit_logs(db, org_id):
     if not (REPO_ROOT / "pages" / "audit_logs.py").is_file():
         pytest.skip("pages/audit_logs.py is not there yet")
@@ -410,3 +419,86 @@ def test_mcp_servers_list_and_detail(db, org_id):
     assert "## files-server" in texts(at.markdown)
     assert [tab.label for tab in at.tabs] == ["Capabilities and drift", "Attestations", "Connected agents",
                                               "Confidence history"]
+
+
+# --- start-up warm-up and per-run session lookup -------------------------------------------------
+
+
+def session_lookups() -> int:
+    from aim.cache import get_cache
+    from aim.services.users import SESSIONS_CACHE
+
+    counters = get_cache().stats()[SESSIONS_CACHE]
+    return counters["l1_hit"] + counters["l2_hit"] + counters["miss"]
+
+
+def test_page_run_looks_session_up_once(db, org_id, runtime):
+    person = make_user(db, org_id, "viewer")
+    at = sign_in(app_as().run(), person["email"], PASSWORD)
+    at.switch_page("pages/overview.py").run()
+    assert not at.exception
+
+    before = session_lookups()
+    at.run()
+
+    assert not at.exception
+    assert session_lookups() - before == 1
+    assert auth.RUN_USER_KEY not in at.session_state
+
+
+def test_app_is_served_as_st_app():
+    from streamlit.web.server.app_discovery import discover_asgi_app
+
+    found = discover_asgi_app(Path(APP))
+
+    assert found.is_asgi_app
+    assert found.app_name == "app"
+
+
+def test_page_imports_lists_page_dependencies():
+    from aim.ui import warmup
+
+    modules = warmup.page_imports()
+
+    assert "pandas" in modules
+    assert "aim.ui.components" in modules
+    assert "aim.services.dashboard_queries_shell" in modules
+    assert "aim.ui.auth.require_page" in modules
+    assert warmup.import_modules(["json", "aim.ui.auth.require_page", "no_such_module_here"]) == 1
+
+
+def test_lifespan_warms_process(runtime):
+    import asyncio
+
+    from streamlit.runtime.pages_manager import PagesManager
+
+    from aim.ui import warmup
+
+    PagesManager.uses_pages_directory = True
+
+    async def serve_briefly() -> None:
+        async with warmup.lifespan(None):
+            assert PagesManager.uses_pages_directory is False
+            # Serving starts only once the warm-up has finished (or WARMUP_WAIT_S has passed).
+            assert warmup.wait(0)
+
+    asyncio.run(serve_briefly())
+
+    assert warmup.start() is None, "a second start must not run the warm-up again"
+
+
+def test_warm_up_freezes_long_lived_objects(runtime):
+    import gc
+
+    from aim.ui import warmup
+
+    gc.unfreeze()
+    try:
+        warmup.freeze_long_lived_objects()
+        frozen = gc.get_freeze_count()
+    finally:
+        # The test process goes on creating and dropping objects, so it collects them as usual.
+        gc.unfreeze()
+
+    # This process has imported pandas, Plotly, PyArrow and Streamlit, which leave over 100,000 objects.
+    assert frozen > 10_000

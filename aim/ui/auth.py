@@ -54,6 +54,9 @@ FLASH_KEY = "aim_auth_flash"
 COOKIE_SCRIPT_KEY = "aim_cookie_script"
 REJECTED_COOKIE_KEY = "aim_rejected_cookie"
 SHELL_RUNNING_KEY = "aim_shell_running"
+# The user that `current_user` validated earlier in the same app.py run, so the page's
+# `require_page` does not look the session up a second time.
+RUN_USER_KEY = "aim_run_user"
 COOKIE_NAME = "aim_session"
 DASHBOARD_SESSION_LIFETIME = timedelta(hours=24)
 _COOKIE_KEY_LABEL = b"aim.ui.session-cookie.v1"
@@ -247,8 +250,18 @@ def current_user() -> dict[str, Any] | None:
     """Return the signed-in user {id, email, role, organization_id, organization_name}, or None.
 
     Checks in order: this browser tab's state (re-validated against the server session), the
-    session cookie, then the OIDC identity.
+    session cookie, then the OIDC identity. Within one app.py run the first user found is
+    reused, so the shell and the page script share one session lookup.
     """
+    if st.session_state.get(SHELL_RUNNING_KEY) and RUN_USER_KEY in st.session_state:
+        return st.session_state[RUN_USER_KEY]
+    user = _find_current_user()
+    if user is not None and st.session_state.get(SHELL_RUNNING_KEY):
+        st.session_state[RUN_USER_KEY] = user
+    return user
+
+
+def _find_current_user() -> dict[str, Any] | None:
     user = st.session_state.get(USER_KEY)
     if user is not None:
         session = st.session_state.get(SESSION_KEY)
@@ -272,8 +285,10 @@ def shell_running() -> Iterator[None]:
     try:
         yield
     finally:
-        if SHELL_RUNNING_KEY in st.session_state:
-            del st.session_state[SHELL_RUNNING_KEY]
+        # `del`, because AppTest's session state has no pop().
+        for key in (SHELL_RUNNING_KEY, RUN_USER_KEY):
+            if key in st.session_state:
+                del st.session_state[key]
 
 
 def _run_inside_shell() -> None:
@@ -286,14 +301,23 @@ def _run_inside_shell() -> None:
     """
     if st.session_state.get(SHELL_RUNNING_KEY):
         return
+    use_navigation_mode()
+    logger.info("page script ran without app.py; rerunning through the app shell")
+    st.rerun()
+
+
+def use_navigation_mode() -> None:
+    """Switch this process out of Streamlit's pages-directory mode, so every request runs app.py.
+
+    aim.ui.warmup calls this at server start, which saves the first deep link of a process the
+    rerun that `_run_inside_shell` would otherwise need.
+    """
     # NOTE: PagesManager.uses_pages_directory is internal to Streamlit; st.navigation sets the same
     # flag to False. If a later Streamlit renames it, this assignment does nothing and the first
     # deep link of a process renders without the shell until app.py has run once.
     from streamlit.runtime.pages_manager import PagesManager
 
     PagesManager.uses_pages_directory = False
-    logger.info("page script ran without app.py; rerunning through the app shell")
-    st.rerun()
 
 
 def require_page(page: str) -> dict[str, Any]:

@@ -48,6 +48,8 @@ CELL_COLORS = {
 }
 # Fixed card height, so cards with and without a sparkline line up in a row.
 KPI_CARD_HEIGHT = 150
+# Text of an empty (None or NaN) table cell, the same in styled and plain tables.
+EMPTY_CELL = "—"
 CHART_FONT_COLOR = "#c4cad4"
 CHART_GRID_COLOR = "#262c36"
 
@@ -89,7 +91,10 @@ def severity_badge(severity: str) -> str:
 
 
 def style_columns(df: pd.DataFrame, columns: dict[str, dict[str, str]]) -> Any:
-    """Return a Styler that colours the text of each named column by value (e.g. status, severity)."""
+    """Return a Styler that colours the text of each named column by value (e.g. status, severity).
+
+    Empty cells show EMPTY_CELL.
+    """
 
     def color_for(mapping: dict[str, str]) -> Callable[[Any], str]:
         def css(value: Any) -> str:
@@ -97,7 +102,10 @@ def style_columns(df: pd.DataFrame, columns: dict[str, dict[str, str]]) -> Any:
             return f"color: {CELL_COLORS[color]}; font-weight: 600" if color else ""
         return css
 
-    styler = df.style
+    # Streamlit sends a Styler's display text for every cell, and pandas writes "None" for a missing
+    # value unless na_rep is set. The browser draws st.dataframe's `placeholder` in null cells, so
+    # callers pass placeholder=EMPTY_CELL as well.
+    styler = df.style.format(na_rep=EMPTY_CELL)
     for column, mapping in columns.items():
         if column in df.columns:
             styler = styler.map(color_for(mapping), subset=[column])
@@ -282,17 +290,19 @@ def pager(page: Page, *, key: str, noun: str, param: str = CURSOR_PARAM) -> None
     Two paged tables on one page need different `param` names, such as `users_cursor`.
     """
     number = _page_number(param)
-    info, first, previous, following = st.columns([6, 1, 1, 1], vertical_alignment="center")
     shown = len(page.items)
-    info.caption(f"Page {number} · {shown} shown · {count_label(page, noun)}")
-    first.button("First", key=f"{key}_first", disabled=number <= 1 and param not in st.query_params,
-                 on_click=_go, args=(param, None, 1), width="stretch", icon=":material/first_page:")
-    previous.button("Previous", key=f"{key}_prev", disabled=page.prev_cursor is None,
-                    on_click=_go, args=(param, page.prev_cursor, number - 1), width="stretch",
-                    icon=":material/chevron_left:")
-    following.button("Next", key=f"{key}_next", disabled=page.next_cursor is None,
-                     on_click=_go, args=(param, page.next_cursor, number + 1), width="stretch",
-                     icon=":material/chevron_right:")
+    # One wrapping row of content-width buttons: in a narrow column, fixed-width button columns cut
+    # the labels ("Prev…"), while a wrapping row moves the buttons below the caption instead.
+    with st.container(horizontal=True, vertical_alignment="center", gap="small", key=f"{key}_pager"):
+        st.caption(f"Page {number} · {shown} shown · {count_label(page, noun)}", width="stretch")
+        st.button("First", key=f"{key}_first", disabled=number <= 1 and param not in st.query_params,
+                  on_click=_go, args=(param, None, 1), width="content", icon=":material/first_page:")
+        st.button("Previous", key=f"{key}_prev", disabled=page.prev_cursor is None,
+                  on_click=_go, args=(param, page.prev_cursor, number - 1), width="content",
+                  icon=":material/chevron_left:")
+        st.button("Next", key=f"{key}_next", disabled=page.next_cursor is None,
+                  on_click=_go, args=(param, page.next_cursor, number + 1), width="content",
+                  icon=":material/chevron_right:")
 
 
 def table_height(rows: int, max_rows: int = 20) -> int:
@@ -317,7 +327,7 @@ def selectable_table(
         if rows and rows[0] < len(row_ids):
             st.query_params[select_param] = row_ids[rows[0]]
 
-    dataframe_kwargs.setdefault("placeholder", "—")
+    dataframe_kwargs.setdefault("placeholder", EMPTY_CELL)
     st.dataframe(data, key=table_key, on_select=on_select, selection_mode="single-row", hide_index=True,
                  **dataframe_kwargs)
 
