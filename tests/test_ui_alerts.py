@@ -3,39 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from aim.services import alerts, organizations, users
+from aim.services import alerts
 from aim.services.actor import system
 from aim.ui import auth
 
+from ui_support import APP, make_user, navigation_mode  # noqa: F401 - navigation_mode is an autouse fixture
+
 pytestmark = pytest.mark.integration
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-APP = str(REPO_ROOT / "app.py")
-
-
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    """Run AppTest in st.navigation mode, as a server process is once app.py has run (see test_ui_shell)."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-
-
-def make_user(db, org_id, role: str) -> dict:
-    row = users.create_user(db, org_id, system("test"), email=f"{role}-{uuid.uuid4().hex[:8]}@example.com",
-                            password="correct horse battery staple", role=role)
-    return {**row, "organization_name": organizations.get(db, org_id)["name"]}
 
 
 def raise_alert(db, org_id, title: str, severity: str = "high") -> uuid.UUID:

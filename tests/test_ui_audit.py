@@ -5,44 +5,21 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from aim.db.audit_ingest import ingest_audit_rows
-from aim.services import listing, organizations, users
-from aim.services.actor import system
+from aim.services import listing
 from aim.ui import auth, csv_export
+
+from ui_support import APP, make_user, navigation_mode  # noqa: F401 - navigation_mode is an autouse fixture
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-APP = str(REPO_ROOT / "app.py")
 ACTIONS = ("agent.verify", "agent.register", "alert.raised")
 RESULTS = ("success", "success", "denied", "failure")
-
-
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    """Run AppTest in st.navigation mode, as a server process is once app.py has run (see test_ui_shell)."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-
-
-def make_user(db, org_id, role: str) -> dict:
-    row = users.create_user(db, org_id, system("test"), email=f"{role}-{uuid.uuid4().hex[:8]}@example.com",
-                            password="correct horse battery staple", role=role)
-    return {**row, "organization_name": organizations.get(db, org_id)["name"]}
 
 
 def seed_events(db, org_id, count: int, *, newest: datetime | None = None, actor: str = "agent-1") -> None:
@@ -252,7 +229,7 @@ def test_viewer_sees_total_and_chart(db, org_id):
     assert "failure 5" in markdown
 
 
-def shown_cells(element) -> "pd.DataFrame":
+def shown_cells(element):
     """Return the text a styled st.dataframe shows per cell (the Styler display values)."""
     from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 

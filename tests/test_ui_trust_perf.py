@@ -5,45 +5,24 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from aim.errors import ValidationError
 from aim.metrics.rollup import Recorder
-from aim.services import agents, mcp_servers, organizations, users
+from aim.services import agents, mcp_servers
 from aim.services import dashboard_queries_trends as trends
 from aim.services.actor import system
 from aim.ui import auth, timerange
 
+from ui_support import APP, make_user, navigation_mode  # noqa: F401 - navigation_mode is an autouse fixture
+
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-APP = str(REPO_ROOT / "app.py")
 # A fixed window in the past, so rows written by other tests never fall inside it.
 START = datetime(2026, 3, 1, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
-
-
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    """Run AppTest in st.navigation mode, as a server process is once app.py has run (see test_ui_shell)."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-
-
-def make_user(db, org_id, role: str) -> dict:
-    row = users.create_user(db, org_id, system("test"), email=f"{role}-{uuid.uuid4().hex[:8]}@example.com",
-                            password="correct horse battery staple", role=role)
-    return {**row, "organization_name": organizations.get(db, org_id)["name"]}
 
 
 def open_page(user: dict, page: str, **params: str) -> AppTest:
