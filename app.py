@@ -54,6 +54,7 @@ LOGO_SVG = (
     '<text x="36" y="22" font-family="sans-serif" font-size="17" font-weight="700" fill="#d6dbe3">AIM</text>'
     "</svg>"
 )
+FAVICON = Path(__file__).resolve().parent / "aim" / "ui" / "assets" / "favicon.svg"
 ROLE_BADGE_COLORS = {"admin": "red", "analyst": "blue", "manager": "violet", "viewer": "gray"}
 
 
@@ -213,7 +214,9 @@ def render_sidebar(user: dict, *, write_cookie: bool = True) -> None:
 def main() -> None:
     st.set_page_config(
         page_title="AIM · Agent Identity Management",
-        page_icon=":material/verified_user:",
+        # A file served by Streamlit itself: a :material/...: icon is fetched from fonts.gstatic.com,
+        # which an offline or locked-down machine cannot reach.
+        page_icon=str(FAVICON),
         layout="wide",
         initial_sidebar_state="expanded",
     )

@@ -23,10 +23,12 @@ from aim.config import Settings, load_settings
 from aim.db import migrate
 from aim.db.pool import Database
 from aim.runtime import Runtime, make_redis, set_runtime
+from aim.services.mcp_registry import BUNDLED_REGISTRY_FILE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("AIM_TEST_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-MCP_REGISTRY_FILE = SHARED_DATA / "mcp-registry-seed-2025-05-16.json"
+# The registry export bundled with AIM; AIM_TEST_SHARED_DATA points the tests at another copy.
+MCP_REGISTRY_FILE = (Path(os.environ["AIM_TEST_SHARED_DATA"]) / "mcp-registry-seed-2025-05-16.json"
+                     if os.environ.get("AIM_TEST_SHARED_DATA") else BUNDLED_REGISTRY_FILE)
 
 
 def _with_database(url: str, name: str) -> str:

@@ -42,6 +42,10 @@ from aim.services.mcp_servers import (
 
 logger = logging.getLogger(__name__)
 
+# The MCP Registry export shipped with AIM (MIT licence, see aim/data/README.md). `aim up --demo`
+# imports it; any other file or a registry URL can be imported with `aim mcp import`.
+BUNDLED_REGISTRY_FILE = Path(__file__).resolve().parent.parent / "data" / "mcp-registry-seed-2025-05-16.json"
+
 OFFICIAL_META = "io.modelcontextprotocol.registry/official"
 # Entry fields kept under metadata["registry"]. An import compares them to decide on an update.
 REGISTRY_METADATA_FIELDS = ("repository", "packages", "remotes", "version_detail", "_meta")

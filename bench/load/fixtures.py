@@ -37,7 +37,7 @@ from bench.common import audit_rows, create_database, database_url, drop_databas
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MCP_REGISTRY = REPO_ROOT.parent / "shared" / "data" / "mcp-registry-seed-2025-05-16.json"
+DEFAULT_MCP_REGISTRY = mcp_registry.BUNDLED_REGISTRY_FILE
 # Granted to every load-test agent; db:read is a low-risk action, so a trusted agent is allowed.
 AGENT_CAPABILITIES = ("db:read", "files:read")
 VERIFY_ACTION = "db:read"
@@ -201,7 +201,7 @@ def add_fixture_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audit-rows", type=int, default=100_000,
                         help="audit rows to ingest, spread over the last 30 days (default 100000)")
     parser.add_argument("--mcp-registry", type=Path, default=DEFAULT_MCP_REGISTRY,
-                        help="MCP Registry export file to import (default: the registry seed file in shared/data)")
+                        help="MCP Registry export file to import (default: the export bundled with AIM)")
     parser.add_argument("--keep-database", action="store_true",
                         help="keep the load-test database after the run (it is dropped by default)")
 

@@ -11,10 +11,16 @@ from aim.ui.access import PAGE_TITLES
 
 pytestmark = pytest.mark.e2e
 
+LOCAL_URL_PREFIXES = ("http://127.0.0.1", "ws://127.0.0.1", "http://localhost", "ws://localhost", "data:", "blob:")
+
 
 def test_every_page_renders(admin_tab, seeded_org):
     page = admin_tab.page
     log_start = admin_tab.dashboard.log_size()
+    # The dashboard must work offline and send nothing outside the machine (fonts, icons, CDNs).
+    outside = []
+    page.on("request", lambda request: outside.append(request.url)
+            if not request.url.startswith(LOCAL_URL_PREFIXES) else None)
     admin_tab.open("/overview", "overview")
     expect(page.get_by_test_id("stMetric").first).to_be_visible()
 
@@ -49,5 +55,6 @@ def test_every_page_renders(admin_tab, seeded_org):
     admin_tab.screenshot("page-mcp-server-detail")
 
     assert not range_mismatches, range_mismatches
+    assert not outside, f"requests left the machine: {outside[:5]}"
     server_log = admin_tab.dashboard.log_since(log_start)
     assert "Traceback" not in server_log, server_log[server_log.index("Traceback"):][:3000]
