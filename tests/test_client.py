@@ -112,6 +112,28 @@ def test_agent_reloaded_from_store(api_url, api_key, tmp_path, client):
         client.agent(uuid.uuid4())
 
 
+def test_agent_reloaded_by_name(api_url, api_key, tmp_path, client):
+    name = _name()
+    agent = client.register_agent(name, capabilities=["files:read"])
+    with AIMClient(api_url, api_key, data_dir=str(tmp_path)) as other:
+        again = other.agent(name)
+        assert again.id == agent.id
+        assert again.verify("files:read", "report.pdf").allowed
+    with pytest.raises(KeyStoreError, match="no agent named 'missing-bot'"):
+        client.agent("missing-bot")
+
+
+def test_key_store_name_shared_by_two_agents(tmp_path):
+    from aim.client import StoredAgentKey
+
+    store = AgentKeyStore.in_data_dir(tmp_path)
+    pem = identity.generate_keypair().private_key_pem()
+    for server in ("http://127.0.0.1:8080", "http://127.0.0.1:9090"):
+        store.put(StoredAgentKey(uuid.uuid4(), "billing-bot", "k", server, pem))
+    with pytest.raises(KeyStoreError, match="2 agents named 'billing-bot'"):
+        store.get("billing-bot")
+
+
 def test_perform_action_allowed(client):
     agent = client.register_agent(_name(), capabilities=["db:read"])
     calls = []

@@ -78,8 +78,9 @@ class AsyncAIMClient:
         logger.info("registered agent %s (%s) with key %s", agent["id"], agent["name"], agent["key_id"])
         return AsyncAgent(self, stored)
 
-    async def agent(self, agent_id: uuid.UUID | str) -> "AsyncAgent":
-        return AsyncAgent(self, await anyio.to_thread.run_sync(self.key_store.get, agent_id))
+    async def agent(self, agent: uuid.UUID | str) -> "AsyncAgent":
+        """Return the handle of an agent, by id or name, whose private key is in the key store."""
+        return AsyncAgent(self, await anyio.to_thread.run_sync(self.key_store.get, agent))
 
     async def get_agent(self, agent_id: uuid.UUID | str) -> dict[str, Any]:
         return await self.request("GET", f"/agents/{agent_id}")

@@ -59,13 +59,32 @@ class AgentKeyStore:
     def in_data_dir(cls, data_dir: Path | None = None) -> "AgentKeyStore":
         return cls(Path(data_dir or default_data_dir()) / "client" / FILE_NAME)
 
-    def get(self, agent_id: uuid.UUID | str) -> StoredAgentKey:
-        """Return the stored key of `agent_id`, or raise KeyStoreError when it is not stored."""
-        key = self.load().get(uuid.UUID(str(agent_id)))
-        if key is None:
-            raise KeyStoreError(f"key store {self.path} has no key for agent {agent_id}; register the agent with this "
-                                "client or its data directory")
-        return key
+    def get(self, agent: uuid.UUID | str) -> StoredAgentKey:
+        """Return the stored key of an agent given by id or by name, or raise KeyStoreError.
+
+        A name matches the name the agent was registered with. It must match exactly one stored key;
+        agents of the same name registered against several AIM servers need their id.
+        """
+        keys = self.load()
+        try:
+            agent_id = uuid.UUID(str(agent))
+        except ValueError:
+            agent_id = None
+        if agent_id is not None:
+            key = keys.get(agent_id)
+            if key is None:
+                raise KeyStoreError(f"key store {self.path} has no key for agent {agent_id}; register the agent "
+                                    "with this client or its data directory")
+            return key
+        named = [key for key in keys.values() if key.name == agent]
+        if not named:
+            raise KeyStoreError(f"key store {self.path} has no agent named {agent!r}; expected the name or UUID of "
+                                "an agent registered with this client or its data directory")
+        if len(named) > 1:
+            ids = ", ".join(str(key.agent_id) for key in named)
+            raise KeyStoreError(f"key store {self.path} has {len(named)} agents named {agent!r} ({ids}); "
+                                "pass the agent's UUID instead")
+        return named[0]
 
     def put(self, key: StoredAgentKey) -> None:
         """Add or replace one agent's key, keeping every other entry."""

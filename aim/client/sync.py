@@ -90,9 +90,12 @@ class AIMClient:
         logger.info("registered agent %s (%s) with key %s", agent["id"], agent["name"], agent["key_id"])
         return Agent(self, stored)
 
-    def agent(self, agent_id: uuid.UUID | str) -> "Agent":
-        """Return the handle of an agent whose private key is in the key store (KeyStoreError otherwise)."""
-        return Agent(self, self.key_store.get(agent_id))
+    def agent(self, agent: uuid.UUID | str) -> "Agent":
+        """Return the handle of an agent, by id or name, whose private key is in the key store.
+
+        Raises KeyStoreError when the store has no such agent (see `AgentKeyStore.get`).
+        """
+        return Agent(self, self.key_store.get(agent))
 
     def get_agent(self, agent_id: uuid.UUID | str) -> dict[str, Any]:
         return self.request("GET", f"/agents/{agent_id}")
