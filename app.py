@@ -110,8 +110,12 @@ def render_sign_in() -> None:
         with st.container(border=True):
             st.markdown("#### Sign in")
             with st.form("sign_in", border=False):
-                email = st.text_input("Email", key="sign_in_email", placeholder="you@example.com")
-                password = st.text_input("Password", type="password", key="sign_in_password")
+                email = st.text_input("Email", key="sign_in_email", placeholder="you@example.com",
+                                      autocomplete="username")
+                # Streamlit marks password inputs "new-password" unless told otherwise, which keeps
+                # password managers from filling a sign-in form.
+                password = st.text_input("Password", type="password", key="sign_in_password",
+                                         autocomplete="current-password")
                 submitted = st.form_submit_button("Sign in", type="primary", width="stretch")
             if submitted:
                 try:
