@@ -191,6 +191,7 @@ def test_repeated_bad_signatures_share_one_alert(runtime, org_id):
     rows = _alerts(runtime.db, org_id, agent["id"], "invalid_signature")
     assert len(rows) == 1
     assert rows[0]["occurrences"] == 3
+    assert rows[0]["title"].endswith(f"from agent {agent['name']}")
 
 
 def test_bad_signature_lowers_trust(runtime, org_id):

@@ -140,7 +140,7 @@ def load_agent_state(db: Database, organization_id: uuid.UUID, agent_id: uuid.UU
     def compute() -> dict[str, Any] | None:
         return db.fetch_one(
             "verification.load_agent",
-            """SELECT a.id, a.organization_id, a.status, a.public_key, a.key_id, a.previous_public_key,
+            """SELECT a.id, a.organization_id, a.name, a.status, a.public_key, a.key_id, a.previous_public_key,
                       a.previous_key_id, a.previous_key_valid_until, a.capabilities,
                       coalesce(o.settings -> 'risk_classes', '{}'::jsonb) AS risk_overrides
                FROM agents a JOIN organizations o ON o.id = a.organization_id
@@ -263,7 +263,8 @@ def verify(
             outcome = _Outcome("replay", "this nonce was already used by this agent")
     if event_id is None:
         event_id, trust_score = _record_with_alert(
-            db, organization_id, agent_id, fields, outcome, risk_class, trust_score, actor, started
+            db, organization_id, agent_id, fields, outcome, risk_class, trust_score, actor, started,
+            agent_name=state.get("name"),
         )
         cache_hooks.agent_changed(agent_id)
     elif not outcome.nonce_stored:
@@ -354,7 +355,7 @@ def _record_quietly(db, organization_id, agent_id, fields, outcome: _Outcome, ri
 
 
 def _record_with_alert(db, organization_id, agent_id, fields, outcome: _Outcome, risk_class, trust_score,
-                       actor: Actor, started: float) -> tuple[uuid.UUID, float]:
+                       actor: Actor, started: float, agent_name: str | None = None) -> tuple[uuid.UUID, float]:
     """Record a denial that raises an alert and recalculates trust, all in one transaction."""
     with db.transaction() as conn:
         ensure_audit_month(conn, datetime.now(timezone.utc))
@@ -371,7 +372,8 @@ def _record_with_alert(db, organization_id, agent_id, fields, outcome: _Outcome,
         alert_type, severity, title = ALERTING_REASONS[outcome.reason]
         alerts.raise_alert(
             db, conn, organization_id, alert_type=alert_type, severity=severity,
-            title=f"{title} from agent {agent_id}", description=outcome.detail,
+            # Named for the analyst reading the alert list; resource_id keeps the agent's id.
+            title=f"{title} from agent {agent_name or agent_id}", description=outcome.detail,
             resource_type="agent", resource_id=str(agent_id), related_agent_ids=[agent_id],
             details={"action": fields["action"], "verification_id": str(event_id)},
         )

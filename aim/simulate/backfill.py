@@ -65,6 +65,9 @@ DEFAULT_AUDIT_ROWS_PER_30_DAYS = 1_000_000
 MAX_AUDIT_ROWS = 100_000_000
 # One verification request in this many is really signed and checked.
 SAMPLE_EVERY = 1000
+# While a backfill runs, the dashboards' figures of past buckets are refreshed at most this often,
+# because each refresh recounts the rows of the whole window.
+HISTORY_CHANGE_INTERVAL_S = 30.0
 EVENT_COPY_BATCH = 20_000
 # Each agent is seen on a given day with a probability drawn from this range, so uptime varies.
 PRESENCE_RANGE = (0.6, 1.0)
@@ -227,6 +230,7 @@ class Backfill:
         periods = timeline.periods(self.start, self.now, self.total_actions)
         self._take_snapshot(self.start)
         present: list[SimAgent] = []
+        history_changed_at = time.monotonic()
         for period in periods:
             if period.start == timeline.midnight(period.start) or not present:
                 present = self._present_on(period.start)
@@ -236,9 +240,13 @@ class Backfill:
             self.progress("backfill", self.report.actions, self.total_actions)
             if period.ends_day:
                 self._take_snapshot(period.end)
+            if time.monotonic() - history_changed_at >= HISTORY_CHANGE_INTERVAL_S:
+                cache_hooks.history_changed()
+                history_changed_at = time.monotonic()
         phase = time.perf_counter()
         self._analyze_audit_partitions()
         self._finish()
+        cache_hooks.history_changed()
         self.report.finish_seconds = time.perf_counter() - phase
         self.report.seconds = time.perf_counter() - started
         logger.info(
@@ -334,7 +342,7 @@ class Backfill:
         if reason in ALERTING_REASONS:
             alert_type, severity, title = ALERTING_REASONS[reason]
             self.alerts.raise_alert(
-                moment, alert_type=alert_type, severity=severity, title=f"{title} from agent {agent.agent_id}",
+                moment, alert_type=alert_type, severity=severity, title=f"{title} from agent {agent.name}",
                 description=rules.denial_detail(reason, action), resource_type="agent",
                 resource_id=str(agent.agent_id), related={agent.agent_id},
                 details={"action": action, "verification_id": str(event_id)},
