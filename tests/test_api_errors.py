@@ -124,6 +124,95 @@ def test_bad_limit_is_422(client, admin):
     assert_problem(client.get("/api/v1/agents", params={"limit": 1001}, headers=admin), 422)
 
 
+# --- query parameters and validation messages ---------------------------------------------------
+
+
+def test_unknown_query_parameter_on_agents(client, admin):
+    body = assert_problem(client.get("/api/v1/agents", params={"foo": "bar"}, headers=admin), 422)
+    assert body["field"] == "foo"
+    message = body["errors"][0]["message"]
+    assert "is not a parameter of this operation" in message
+    assert "status" in message
+    assert "name_prefix" in message
+    assert body["detail"].startswith("foo: ")
+
+
+def test_unknown_query_parameter_on_audit_logs(client, admin):
+    body = assert_problem(client.get("/api/v1/audit-logs", params={"since": "notadate"}, headers=admin), 422)
+    assert body["field"] == "since"
+    assert "start" in body["errors"][0]["message"]
+
+
+def test_every_unknown_query_parameter_listed(client, admin):
+    body = assert_problem(client.get("/api/v1/agents", params={"foo": "1", "limit": 5, "bar": "2"},
+                                     headers=admin), 422)
+    assert [error["field"] for error in body["errors"]] == ["foo", "bar"]
+
+
+def test_python_name_of_aliased_parameter_rejected(client, admin):
+    # The agent list declares status_filter with the alias `status`, and only the alias is a parameter.
+    body = assert_problem(client.get("/api/v1/agents", params={"status_filter": "verified"}, headers=admin), 422)
+    assert body["field"] == "status_filter"
+
+
+def test_unknown_query_parameter_without_declared_ones(client, admin):
+    agent, _ = register_agent(client, admin)
+    body = assert_problem(client.get(f"/api/v1/agents/{agent['id']}", params={"expand": "keys"}, headers=admin), 422)
+    assert body["field"] == "expand"
+    assert "accepts no query parameters" in body["errors"][0]["message"]
+
+
+def test_declared_query_parameters_accepted(client, admin):
+    register_agent(client, admin)
+    response = client.get("/api/v1/agents", params={"status": "verified", "sort": "name", "limit": 5,
+                                                   "agent_type": "assistant"}, headers=admin)
+    assert response.status_code == 200, response.text
+    items = response.json()["items"]
+    assert items
+    assert {item["status"] for item in items} == {"verified"}
+
+    response = client.get("/api/v1/audit-logs", params={"start": "2026-01-01T00:00:00Z", "limit": 5}, headers=admin)
+    assert response.status_code == 200, response.text
+
+
+def test_malformed_uuid_names_expected_form(client, admin):
+    body = assert_problem(client.get("/api/v1/agents/not-a-uuid", headers=admin), 422)
+    assert body["field"] == "agent_id"
+    message = body["errors"][0]["message"]
+    assert "is not a valid UUID" in message
+    assert "123e4567-e89b-12d3-a456-426614174000" in message
+
+
+def test_invalid_json_body_names_body(client, admin):
+    response = client.post("/api/v1/agents", content=b'{"name": ', headers={**admin, "Content-Type": "application/json"})
+    body = assert_problem(response, 422)
+    assert body["field"] == "body"
+    message = body["errors"][0]["message"]
+    assert "is not valid JSON" in message
+    assert "position 9" in message
+
+
+def test_missing_required_field_is_required(client, admin):
+    body = assert_problem(client.post("/api/v1/agents", json={"agent_type": "assistant"}, headers=admin), 422)
+    assert body["field"] == "name"
+    assert body["errors"][0]["message"] == "is required"
+
+
+def test_bad_literal_lists_allowed_values(client, admin):
+    body = assert_problem(client.get("/api/v1/agents", params={"sort": "size"}, headers=admin), 422)
+    assert body["field"] == "sort"
+    message = body["errors"][0]["message"]
+    assert message.startswith("is not an allowed value; expected ")
+    assert "'created'" in message
+    assert "'trust'" in message
+
+
+def test_bad_timestamp_names_expected_form(client, admin):
+    body = assert_problem(client.get("/api/v1/audit-logs", params={"start": "yesterday"}, headers=admin), 422)
+    assert body["field"] == "start"
+    assert "RFC 3339" in body["errors"][0]["message"]
+
+
 def test_request_id_echoed_and_audited(client, admin):
     request_id = f"req-{uuid.uuid4().hex[:12]}"
     response = client.post("/api/v1/agents", json={"name": f"a-{uuid.uuid4().hex[:6]}"},

@@ -16,10 +16,11 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import AsyncIterator
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from aim.api import problems
 from aim.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware, RouteTemplates
+from aim.api.query_params import reject_unknown_query_params
 from aim.api.ratelimit import RateLimiter, limit_from_env
 from aim.api.routes import agents, alerts, api_keys, audit, auth, capabilities, mcp, ops, stats
 from aim.runtime import Runtime
@@ -98,7 +99,8 @@ def create_app(
     problems.install(app)
     templates: list[tuple[str, set[str] | None]] = [(route.path, getattr(route, "methods", None)) for route in app.routes]
     for module in API_ROUTERS:
-        app.include_router(module.router, prefix=API_PREFIX, responses=problems.STANDARD_ERRORS)
+        app.include_router(module.router, prefix=API_PREFIX, responses=problems.STANDARD_ERRORS,
+                           dependencies=[Depends(reject_unknown_query_params)])
         templates.extend((API_PREFIX + route.path, route.methods) for route in module.router.routes)
     app.include_router(ops.router, responses={500: problems.STANDARD_ERRORS[500]})
     templates.extend((route.path, route.methods) for route in ops.router.routes)

@@ -127,9 +127,60 @@ def _field_name(location: tuple[Any, ...]) -> str:
     return name or (str(location[0]) if location else "body")
 
 
+UUID_EXAMPLE = "123e4567-e89b-12d3-a456-426614174000"
+TIMESTAMP_FORM = "RFC 3339 with a UTC offset such as 2026-01-31T12:00:00Z"
+# Messages for Pydantic error types whose own message lacks the expected form (Pydantic 2 type names).
+# Types not listed, such as string_too_long or value_error, keep Pydantic's message, which already
+# states the limit or the custom check.
+_TYPE_MESSAGES = {
+    "missing": "is required",
+    "uuid_parsing": f"is not a valid UUID; expected the form {UUID_EXAMPLE}",
+    "uuid_type": f"is not a valid UUID; expected the form {UUID_EXAMPLE}",
+    "uuid_version": f"is not a valid UUID; expected the form {UUID_EXAMPLE}",
+    "datetime_parsing": f"is not a valid timestamp; expected {TIMESTAMP_FORM}",
+    "datetime_from_date_parsing": f"is not a valid timestamp; expected {TIMESTAMP_FORM}",
+    "datetime_type": f"is not a valid timestamp; expected {TIMESTAMP_FORM}",
+    "datetime_object_invalid": f"is not a valid timestamp; expected {TIMESTAMP_FORM}",
+    "timezone_aware": f"has no UTC offset; expected {TIMESTAMP_FORM}",
+    "date_parsing": "is not a valid date; expected the form 2026-01-31",
+    "date_from_datetime_parsing": "is not a valid date; expected the form 2026-01-31",
+    "date_type": "is not a valid date; expected the form 2026-01-31",
+    "int_parsing": "is not a valid integer; expected a whole number such as 50",
+    "int_type": "is not a valid integer; expected a whole number such as 50",
+    "int_from_float": "is not a whole number; expected an integer such as 50",
+    "float_parsing": "is not a valid number; expected a number such as 1.5",
+    "float_type": "is not a valid number; expected a number such as 1.5",
+    "bool_parsing": "is not a valid boolean; expected true or false",
+    "bool_type": "is not a valid boolean; expected true or false",
+    "string_type": "is not a string; expected a JSON string",
+    "list_type": "is not a list; expected a JSON array",
+    "dict_type": "is not an object; expected a JSON object",
+    "model_attributes_type": "is not an object; expected a JSON object",
+    "extra_forbidden": "is not an accepted field; remove it",
+}
+
+
+def _error_message(error: dict[str, Any]) -> str:
+    error_type = error.get("type", "")
+    context = error.get("ctx") or {}
+    if error_type in ("literal_error", "enum") and "expected" in context:
+        return f"is not an allowed value; expected {context['expected']}"
+    return _TYPE_MESSAGES.get(error_type) or error.get("msg") or "is invalid"
+
+
+def _field_error(error: dict[str, Any]) -> dict[str, str]:
+    location = tuple(error.get("loc", ()))
+    if error.get("type") == "json_invalid" and location[:1] == ("body",) and len(location) <= 2:
+        # FastAPI reports a body that fails json.loads at ("body", character offset), with the reason in ctx.
+        position = location[1] if len(location) == 2 else None
+        reason = (error.get("ctx") or {}).get("error") or "parse error"
+        where = f"{reason} at position {position}" if isinstance(position, int) else reason
+        return {"field": "body", "message": f"is not valid JSON ({where}); expected a JSON object"}
+    return {"field": _field_name(location), "message": _error_message(error)}
+
+
 async def _validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = [{"field": _field_name(tuple(error.get("loc", ()))), "message": error.get("msg", "invalid")}
-              for error in exc.errors()]
+    errors = [_field_error(error) for error in exc.errors()]
     first = errors[0] if errors else {"field": "body", "message": "invalid"}
     detail = f"{first['field']}: {first['message']}"
     if len(errors) > 1:
