@@ -287,6 +287,44 @@ def up(
         console.print("stopping...")
     finally:
         supervisor.stop_all()
+        # `aim stop` rejects mixed set-ups, so the hint appears only when both servers are embedded.
+        if runtime.settings.embedded_database and runtime.settings.embedded_redis:
+            console.print("The embedded PostgreSQL and Redis keep running for other AIM processes, "
+                          "and `aim stop` stops them.", highlight=False)
+
+
+@app.command("stop")
+def stop(
+    data_dir: Path = typer.Option(
+        None, "--data-dir", file_okay=False,
+        help="Data directory of the embedded servers; default: AIM_DATA_DIR or the per-user data directory.",
+    ),
+) -> None:
+    """Stop the embedded PostgreSQL and Redis that AIM started under the data directory."""
+    from aim import embedded
+
+    settings = _fail_cleanly(load_settings)
+    external = [
+        name for name, url in (("AIM_DATABASE_URL", settings.database_url), ("AIM_REDIS_URL", settings.redis_url))
+        if url is not None
+    ]
+    if external:
+        verb = "is" if len(external) == 1 else "are"
+        typer.echo(
+            f"error: {' and '.join(external)} {verb} set, so AIM uses external servers, which `aim stop` "
+            "never stops. Unset AIM_DATABASE_URL and AIM_REDIS_URL to stop the embedded servers.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    directory = (data_dir.expanduser().resolve() if data_dir is not None else settings.data_dir)
+    postgres_stopped = _fail_cleanly(lambda: embedded.stop_postgres(directory))
+    if postgres_stopped:
+        typer.echo(f"stopped embedded PostgreSQL in {directory / 'postgres'}")
+    redis_stopped = _fail_cleanly(lambda: embedded.stop_redis(directory))
+    if redis_stopped:
+        typer.echo(f"stopped embedded Redis at {embedded.redis_socket_path(directory)}")
+    if not postgres_stopped and not redis_stopped:
+        typer.echo(f"no embedded PostgreSQL or Redis is running under {directory}")
 
 
 def main() -> None:

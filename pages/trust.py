@@ -18,8 +18,8 @@ import streamlit as st  # noqa: E402
 
 from aim.errors import NotFound  # noqa: E402
 from aim.runtime import get_runtime  # noqa: E402
+from aim.services import cache_hooks, listing  # noqa: E402
 from aim.services import dashboard_queries_trends as trends  # noqa: E402
-from aim.services import listing  # noqa: E402
 from aim.ui import charts, timefmt, timerange  # noqa: E402
 from aim.ui import components as ui  # noqa: E402
 from aim.ui.errors import page_guard  # noqa: E402
@@ -40,34 +40,34 @@ CACHE_TTL_S = 300
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def load_series(organization_id, start, end, unit: str, tz: str) -> pd.DataFrame:
+def load_series(organization_id, start, end, unit: str, tz: str, history_version: int) -> pd.DataFrame:
     rows = trends.trust_average_series(get_runtime().db, organization_id, start, end, unit=unit, tz=tz)
     return pd.DataFrame(rows, columns=["bucket", "average", "agents", "changes"])
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def load_confidence(organization_id, start, end, unit: str, tz: str) -> pd.DataFrame:
+def load_confidence(organization_id, start, end, unit: str, tz: str, history_version: int) -> pd.DataFrame:
     rows = trends.mcp_confidence_series(get_runtime().db, organization_id, start, end, unit=unit, tz=tz)
     return pd.DataFrame(rows, columns=["bucket", "average", "servers", "updates"])
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def load_distribution(organization_id) -> list[dict]:
+def load_distribution(organization_id, history_version: int) -> list[dict]:
     return trends.trust_distribution(get_runtime().db, organization_id, bins=HISTOGRAM_BINS)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def load_summary(organization_id) -> dict:
+def load_summary(organization_id, history_version: int) -> dict:
     return trends.trust_summary(get_runtime().db, organization_id)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def load_by_type(organization_id) -> list[dict]:
+def load_by_type(organization_id, history_version: int) -> list[dict]:
     return trends.trust_by_agent_type(get_runtime().db, organization_id)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def load_movers(organization_id, start, end) -> list[dict]:
+def load_movers(organization_id, start, end, history_version: int) -> list[dict]:
     return trends.trust_movers(get_runtime().db, organization_id, start, end, limit=MOVERS)
 
 
@@ -267,28 +267,30 @@ def render_page() -> None:
     window = timerange.current_range(options=RANGES, default=DEFAULT_RANGE, now=now)
     unit = bucket_unit(window)
     organization_id = user["organization_id"]
+    # Part of every loader's cache key: a backfill bumps it, which retires the aggregates cached before.
+    history = cache_hooks.history_version()
     st.caption(window.describe(tz))
 
     # Panels render in order of cost: the tiles and the distribution need one cheap query each,
     # and the history-based panels follow.
-    render_kpis(load_summary(organization_id))
+    render_kpis(load_summary(organization_id, history))
     left, right = st.columns([3, 2])
     with right:
-        render_distribution(load_distribution(organization_id))
+        render_distribution(load_distribution(organization_id, history))
     with left, charts.slow_panel_guard("Average trust score"):
-        render_average(load_series(organization_id, window.start, window.end, unit, tz), unit, tz)
+        render_average(load_series(organization_id, window.start, window.end, unit, tz, history), unit, tz)
 
     with charts.slow_panel_guard("Biggest movers"):
-        movers = load_movers(organization_id, window.start, window.end)
+        movers = load_movers(organization_id, window.start, window.end, history)
         render_movers(movers, "up", tz)
         render_movers(movers, "down", tz)
     render_agent_history(tz)
 
     left, right = st.columns(2)
     with left:
-        render_by_type(load_by_type(organization_id))
+        render_by_type(load_by_type(organization_id, history))
     with right, charts.slow_panel_guard("MCP server confidence"):
-        render_confidence(load_confidence(organization_id, window.start, window.end, unit, tz), unit, tz)
+        render_confidence(load_confidence(organization_id, window.start, window.end, unit, tz, history), unit, tz)
 
 
 with page_guard("trust"):
