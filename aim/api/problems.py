@@ -37,7 +37,9 @@ from aim.services.users import AuthenticationFailed
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-TYPE_BASE = "https://aim.dev/problems/"
+# Problem types are URNs (RFC 9457 allows any URI): AIM owns no domain whose pages could document
+# them, and a URN cannot send a client that dereferences it to someone else's site.
+TYPE_BASE = "urn:aim:problem:"
 # Seconds a client should wait before retrying when a backend is unavailable.
 UNAVAILABLE_RETRY_AFTER_S = 5
 
