@@ -134,6 +134,9 @@ def status() -> None:
 
     runtime = _fail_cleanly(_runtime)
     backends = Table(title="Backends", show_header=False)
+    backends.add_column("backend", no_wrap=True)
+    # Fold long values (socket paths, URLs) onto several lines rather than cutting them with "…".
+    backends.add_column("value", overflow="fold")
     for name, where in runtime.backend_description().items():
         backends.add_row(name, where)
     try:
@@ -266,8 +269,9 @@ def up(
         console.print(f"API:       {api_url}/docs")
         console.print(f"Dashboard: {dashboard_url}")
         if demo:
+            # soft_wrap keeps the line whole in logs and narrow terminals, so the password is not split off.
             console.print(f"Sign in as admin@demo.aim (also analyst@, manager@, viewer@) with password "
-                          f"{up_module.DEMO_PASSWORD}")
+                          f"{up_module.DEMO_PASSWORD}", soft_wrap=True)
             from aim.services.mcp_registry import BUNDLED_REGISTRY_FILE
 
             registry = ["--mcp-registry", str(mcp_registry or BUNDLED_REGISTRY_FILE)]

@@ -13,6 +13,7 @@ import os
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import filelock
@@ -34,10 +35,19 @@ def _lock(data_dir: Path) -> filelock.FileLock:
     return filelock.FileLock(str(data_dir / "embedded.lock"), timeout=LOCK_TIMEOUT_S)
 
 
+def _import_pgserver():
+    with warnings.catch_warnings():
+        # pgserver asks platformdirs for a runtime directory at import. Without XDG_RUNTIME_DIR
+        # (containers, cron, CI) platformdirs warns and falls back to /tmp/runtime-<uid>, which works.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import pgserver
+        import pgserver._commands
+    return pgserver
+
+
 def ensure_postgres(data_dir: Path) -> str:
     """Start (or find) the embedded PostgreSQL and return a URL for the `aim` database."""
-    import pgserver
-
+    pgserver = _import_pgserver()
     pgdata = data_dir / "postgres"
     with _lock(data_dir):
         try:
@@ -156,7 +166,7 @@ def stop_redis(data_dir: Path) -> bool:
 
 def stop_postgres(data_dir: Path) -> bool:
     """Stop the embedded PostgreSQL. Return False when it was not running."""
-    from pgserver._commands import pg_ctl
+    pg_ctl = _import_pgserver()._commands.pg_ctl
 
     pgdata = data_dir / "postgres"
     if not (pgdata / "postmaster.pid").exists():
