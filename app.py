@@ -22,7 +22,7 @@ from aim.errors import AIMError
 from aim.metrics.rollup import RECORDER
 from aim.runtime import get_runtime
 from aim.services.users import AuthenticationFailed
-from aim.ui import auth, timefmt, warmup
+from aim.ui import auth, export_route, timefmt, warmup
 from aim.ui.access import PAGE_TITLES, allowed_pages, can_open, can_write
 from aim.ui.errors import error_message, page_guard
 
@@ -263,4 +263,5 @@ if __name__ == "__main__":
         main()
 else:
     # Imported by `streamlit run app.py`, which serves this App. The script above renders the pages.
-    app = st.App(__file__, lifespan=warmup.lifespan)
+    # The CSV export streams from its own route, because st.download_button holds a file in memory.
+    app = st.App(__file__, lifespan=warmup.lifespan, routes=export_route.ROUTES)

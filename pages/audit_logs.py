@@ -25,7 +25,7 @@ from aim.errors import ValidationError  # noqa: E402
 from aim.runtime import get_runtime  # noqa: E402
 from aim.services import cache_hooks, listing  # noqa: E402
 from aim.services import dashboard_queries_trends as trends  # noqa: E402
-from aim.ui import charts, csv_export, timefmt  # noqa: E402
+from aim.ui import charts, csv_export, export_route, timefmt  # noqa: E402
 from aim.ui import components as ui  # noqa: E402
 from aim.ui import timerange  # noqa: E402
 from aim.ui.errors import page_guard  # noqa: E402
@@ -206,34 +206,13 @@ def render_table(page, tz: str) -> None:
     )
 
 
-def export_limit_notice(page) -> str | None:
-    """Return why the export is disabled when more rows match than one export may hold, else None."""
-    if (page.total or 0) <= csv_export.EXPORT_MAX_ROWS:
-        return None
-    return (f"{ui.count_label(page, 'rows')} match, and a CSV export holds at most "
-            f"{csv_export.EXPORT_MAX_ROWS:,} rows. Narrow the time range or add a filter to export.")
-
-
 def render_export(page, filters: dict, tz: str) -> None:
-    """Render the CSV export button. The file of every matching row is built when the button is clicked."""
+    """Render the CSV export link. The route streams every matching row, however many there are."""
     total = page.total or 0
-    notice = export_limit_notice(page)
-    if notice:
-        st.button("Export CSV", key="audit_export", icon=":material/download:", disabled=True, help=notice)
-        return
-    compress = total > csv_export.PLAIN_MAX_ROWS
-    name = f"aim-audit-{filters['start']:%Y%m%dT%H%M}-{filters['end']:%Y%m%dT%H%M}.csv" + (".gz" if compress else "")
-    build = csv_export.audit_export_callable(lambda: get_runtime().db, user["organization_id"], filters, tz,
-                                             compress=compress)
     help_text = (f"Every matching row ({ui.count_label(page, 'rows')}), newest first, times in {tz}. "
-                 "The file is built when you click.")
-    if compress:
-        help_text += " Large exports are gzip-compressed to keep the server's memory bounded."
-    st.download_button(
-        "Export CSV", data=build, file_name=name, mime="application/gzip" if compress else "text/csv",
-        key="audit_export", icon=":material/download:", help=help_text, disabled=total == 0,
-        on_click="ignore",
-    )
+                 "The file is streamed, so exports of any size work.")
+    st.link_button("Export CSV", export_route.audit_export_url(filters, tz), icon=":material/download:",
+                   help=help_text, disabled=total == 0, key="audit_export")
 
 
 def render_live(interval: int | None, page_size: int) -> None:
@@ -253,10 +232,6 @@ def render_live(interval: int | None, page_size: int) -> None:
                 head.markdown(f"**Events** &nbsp; :gray[{window.describe(tz)}]")
                 with export:
                     render_export(page, filters, tz)
-                notice = export_limit_notice(page)
-                if notice:
-                    # Shown in full, because the disabled button's tooltip is easy to miss.
-                    st.caption(f":material/info: {notice}")
                 if page.items:
                     render_table(page, tz)
                 else:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from aim.db.audit_ingest import ingest_audit_rows
-from aim.services import listing
-from aim.ui import auth, csv_export
+from aim.ui import auth, csv_export, export_route
 
 from ui_support import APP, make_user, navigation_mode  # noqa: F401 - navigation_mode is an autouse fixture
 
@@ -148,38 +147,39 @@ def test_range_filters_rows(db, org_id):
     assert set(rows["actor_id"]) == {"agent-old"}
 
 
-def read_export(reader, compressed: bool) -> list[dict]:
-    raw = reader.read()
-    text = (gzip.decompress(raw) if compressed else raw).decode("utf-8")
-    return list(csv.DictReader(io.StringIO(text)))
+def test_export_link_carries_filters_and_timezone(db, org_id):
+    seed_events(db, org_id, 6)
+    user = make_user(db, org_id, "analyst")
+    at = AppTest.from_file(APP, default_timeout=60)
+    auth.sign_in_session(at.session_state, user)
+    at.session_state["timezone"] = "Asia/Kolkata"
+    at.run()
+    at.switch_page("pages/audit_logs.py")
+    at.query_params.update({"result": "denied", "actor": "agent-1"})
+    at.run()
 
-
-@pytest.mark.parametrize("compressed", [False, True])
-def test_csv_export_matches_filtered_total(db, runtime, org_id, compressed):
-    seed_events(db, org_id, 1200)
-    seed_events(db, org_id, 30, actor="agent-other")
-    now = datetime.now(timezone.utc)
-    filters = csv_export.audit_filters(start=now - timedelta(days=2), end=now + timedelta(minutes=1),
-                                       actor="agent-1", result="success")
-    page = listing.list_audit_logs(db, org_id, start=filters["start"], end=filters["end"], actor="agent-1",
-                                   result="success", limit=100)
-
-    build = csv_export.audit_export_callable(lambda: runtime.db, org_id, filters, "UTC", compress=compressed)
-    rows = read_export(build(), compressed)
-
-    assert page.total_is_estimate is False
-    assert len(rows) == page.total == 600
-    assert {row["result"] for row in rows} == {"success"}
-    assert {row["actor_id"] for row in rows} == {"agent-1"}
-    assert len({row["id"] for row in rows}) == len(rows), "no row exported twice"
+    assert not at.exception
+    links = [element for element in at.get("link_button") if element.proto.label == "Export CSV"]
+    assert len(links) == 1
+    url = urlsplit(links[0].proto.url)
+    query = parse_qs(url.query)
+    assert url.path == export_route.AUDIT_EXPORT_PATH
+    assert query["result"] == ["denied"]
+    assert query["actor"] == ["agent-1"]
+    assert query["tz"] == ["Asia/Kolkata"]
+    assert datetime.fromisoformat(query["start"][0]) < datetime.fromisoformat(query["end"][0])
+    assert links[0].proto.disabled is False
 
 
 def test_csv_timestamps_match_table_timezone(db, runtime, org_id):
     moment = datetime(2026, 1, 15, 12, 30, 45, 123000, tzinfo=timezone.utc)
     seed_events(db, org_id, 1, newest=moment)
     filters = csv_export.audit_filters(start=moment - timedelta(hours=1), end=moment + timedelta(hours=1))
-    build = csv_export.audit_export_callable(lambda: runtime.db, org_id, filters, "Asia/Kolkata", compress=False)
-    row = read_export(build(), False)[0]
+    rows = list(csv.DictReader(io.StringIO(b"".join(
+        csv_export.csv_chunks(csv_export.iter_audit_rows(runtime.db, org_id, filters), csv_export.AUDIT_COLUMNS,
+                              tz="Asia/Kolkata")
+    ).decode("utf-8"))))
+    row = rows[0]
     assert row["occurred_at"] == "2026-01-15T18:00:45.123000+05:30"
 
     user = make_user(db, org_id, "admin")
@@ -252,25 +252,3 @@ def test_empty_cells_show_em_dash(db, org_id):
     for column in ("ip_address", "request_id"):
         assert list(seeded[column]) == ["—"] * 3, f"{column} shows {list(seeded[column])}"
     assert not cells.isin(["None"]).any().any()
-
-
-def test_export_over_limit_shows_notice(db, org_id, monkeypatch):
-    monkeypatch.setattr(csv_export, "EXPORT_MAX_ROWS", 4)
-    seed_events(db, org_id, 6)
-
-    at = audit_page(make_user(db, org_id, "analyst"))
-
-    assert not at.exception
-    assert at.button(key="audit_export").disabled
-    notices = [caption.value for caption in at.caption if "at most 4 rows" in caption.value]
-    assert len(notices) == 1
-    assert "Narrow the time range or add a filter" in notices[0]
-
-
-def test_export_under_limit_has_no_notice(db, org_id):
-    seed_events(db, org_id, 6)
-
-    at = audit_page(make_user(db, org_id, "analyst"))
-
-    assert not at.exception
-    assert not [caption.value for caption in at.caption if "at most" in caption.value]
