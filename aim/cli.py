@@ -235,7 +235,8 @@ def up(
     demo: bool = typer.Option(False, "--demo", help="Backfill 30 days of history, then run live simulated traffic."),
     mcp_registry: Path = typer.Option(
         None, "--mcp-registry", exists=True, dir_okay=False, readable=True,
-        help="MCP Registry export file for --demo; default: the registry export bundled with AIM (471 entries).",
+        help="MCP Registry export file for --demo, such as aim/data/mcp-registry-seed-2025-05-16.json; without it "
+             "a small built-in set of servers is used.",
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address the API and the dashboard listen on."),
     api_port: int = typer.Option(8080, "--api-port", min=1, max=65535, help="API port."),
@@ -272,9 +273,7 @@ def up(
             # soft_wrap keeps the line whole in logs and narrow terminals, so the password is not split off.
             console.print(f"Sign in as admin@demo.aim (also analyst@, manager@, viewer@) with password "
                           f"{up_module.DEMO_PASSWORD}", soft_wrap=True)
-            from aim.services.mcp_registry import BUNDLED_REGISTRY_FILE
-
-            registry = ["--mcp-registry", str(mcp_registry or BUNDLED_REGISTRY_FILE)]
+            registry = ["--mcp-registry", str(mcp_registry.resolve())] if mcp_registry else []
             backfill = supervisor.start(up_module.Child("backfill", up_module.simulate_args(
                 "--agents", str(agents), "--backfill", "30", "--audit-rows", str(audit_rows), "--seed", "1",
                 *registry)))
