@@ -22,6 +22,7 @@ from aim import embedded
 from aim.config import Settings, load_settings
 from aim.db import migrate
 from aim.db.pool import Database
+from aim.metrics.rollup import RECORDER
 from aim.runtime import Runtime, make_redis, set_runtime
 from aim.services.mcp_registry import BUNDLED_REGISTRY_FILE
 
@@ -89,6 +90,8 @@ def runtime(settings: Settings) -> Runtime:
     rt = Runtime(settings, db, make_redis(settings.redis_url, settings), settings.redis_url, secret.encode())
     set_runtime(rt)
     yield rt
+    # Dashboard tests start the metric flusher in this process; stop it while the pool is still open.
+    RECORDER.stop()
     set_runtime(None)
     _delete_prefix(rt)
     rt.close()
