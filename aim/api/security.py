@@ -17,7 +17,6 @@ request capabilities for that agent, and read that agent and the MCP server list
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 import time
@@ -33,7 +32,7 @@ from aim.api.problems import ProblemException
 from aim.api.ratelimit import RateLimiter
 from aim.runtime import Runtime
 from aim.services import api_keys, sessions
-from aim.services.actor import ROLES, WRITE_ROLES, Actor
+from aim.services.actor import ROLES, WRITE_ROLES, Actor, ip_address_or_none
 from aim.services.users import AuthenticationFailed
 
 logger = logging.getLogger(__name__)
@@ -98,13 +97,7 @@ def get_runtime(request: Request) -> Runtime:
 
 def client_address(request: Request) -> str | None:
     """Return the peer's IP address, or None when the peer is not an IP socket (a test transport, a Unix socket)."""
-    host = request.client.host if request.client else None
-    if host is None:
-        return None
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return None
+    return ip_address_or_none(request.client.host if request.client else None)
 
 
 def request_id(request: Request) -> str | None:
@@ -165,13 +158,17 @@ def _principal_from_memory(request: Request, token: str) -> Principal | None:
         key = api_keys.authenticate_api_key_from_memory(token)
         if key is None or _touch_due(key["id"], time.monotonic()):
             return None
-        return Principal("api_key", key["id"], key["organization_id"], key["role"], agent_id=key["agent_id"],
-                         **_request_context(request))
+        return _api_key_principal(request, key)
     claims = sessions.decode_token(runtime.secret_key, token, sessions.ACCESS)
     session = sessions.load_session_from_memory(claims["sid"])
     if session is None:
         return None
     return _user_principal(request, claims, session)
+
+
+def _api_key_principal(request: Request, key: dict) -> Principal:
+    return Principal("api_key", key["id"], key["organization_id"], key["role"], agent_id=key["agent_id"],
+                     **_request_context(request))
 
 
 def _user_principal(request: Request, claims: dict, session: sessions.SessionInfo) -> Principal:
@@ -187,8 +184,7 @@ def _principal_from_stores(request: Request, token: str) -> Principal:
     if api_keys.looks_like_api_key(token):
         key = api_keys.authenticate_api_key(runtime.db, token)
         _touch_key(runtime, key["id"])
-        return Principal("api_key", key["id"], key["organization_id"], key["role"], agent_id=key["agent_id"],
-                         **_request_context(request))
+        return _api_key_principal(request, key)
     claims = sessions.decode_token(runtime.secret_key, token, sessions.ACCESS)
     return _user_principal(request, claims, sessions.load_session(runtime.db, claims["sid"]))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 ACTOR_TYPES = ("user", "agent", "api_key", "system")
@@ -33,3 +34,13 @@ SYSTEM = Actor("system", "aim", role="admin")
 def system(component: str) -> Actor:
     """Return an actor for one of AIM's own jobs, such as `system("trust-recalc")`."""
     return Actor("system", component, role="admin")
+
+
+def ip_address_or_none(host: str | None) -> str | None:
+    """Return `host` in canonical IP address form, or None when it is not an IP address (a Unix socket peer, a test client)."""
+    if host is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None

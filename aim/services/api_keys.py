@@ -152,9 +152,7 @@ def authenticate_api_key(db: Database, secret: str) -> dict[str, Any]:
 
     Reasons: `invalid_api_key` (unknown or malformed), `revoked_api_key`, `expired_api_key`.
     """
-    if not looks_like_api_key(secret) or len(secret) > MAX_KEY_LENGTH:
-        raise AuthenticationFailed("invalid_api_key", "the API key is malformed; expected a key that starts with aim_")
-    key_hash = hash_key(secret)
+    key_hash = _hash_well_formed(secret)
 
     def compute() -> dict[str, Any]:
         row = db.fetch_one(
@@ -177,10 +175,15 @@ def authenticate_api_key_from_memory(secret: str) -> dict[str, Any] | None:
     Makes no Redis or PostgreSQL call, so async code may call it on the event loop. It raises
     AuthenticationFailed for a malformed, revoked or expired key, like `authenticate_api_key`.
     """
+    row = _cache().get_local(SESSIONS_CACHE, _cache_key(_hash_well_formed(secret)))
+    return None if row is None else _check_active(row)
+
+
+def _hash_well_formed(secret: str) -> bytes:
+    """Return the hash of `secret`, or raise AuthenticationFailed when it is not shaped like an AIM API key."""
     if not looks_like_api_key(secret) or len(secret) > MAX_KEY_LENGTH:
         raise AuthenticationFailed("invalid_api_key", "the API key is malformed; expected a key that starts with aim_")
-    row = _cache().get_local(SESSIONS_CACHE, _cache_key(hash_key(secret)))
-    return None if row is None else _check_active(row)
+    return hash_key(secret)
 
 
 def _check_active(row: dict[str, Any]) -> dict[str, Any]:

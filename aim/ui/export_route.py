@@ -13,13 +13,13 @@ Every export is audited with its filters and row count.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import zoneinfo
 from datetime import datetime
 from typing import Any, Iterator, Mapping
 from urllib.parse import urlencode
 
+import psycopg
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from aim.errors import AIMError, ValidationError
 from aim.services import audit, sessions
-from aim.services.actor import Actor
+from aim.services.actor import Actor, ip_address_or_none
 from aim.services.users import AuthenticationFailed
 from aim.ui import access, auth, csv_export, timefmt
 
@@ -115,15 +115,6 @@ def _prepare(request: Request) -> tuple[Any, sessions.SessionInfo, dict[str, Any
     return runtime, session, filters, tz
 
 
-def _client_ip(request: Request) -> str | None:
-    """Return the peer's IP address, or None for a peer that is not an IP socket (a Unix socket, a test client)."""
-    host = request.client.host if request.client else None
-    try:
-        return str(ipaddress.ip_address(host)) if host else None
-    except ValueError:
-        return None
-
-
 def _audited_chunks(runtime, session: sessions.SessionInfo, filters: dict[str, Any], tz: str,
                     request: Request) -> Iterator[bytes]:
     written = 0
@@ -135,8 +126,11 @@ def _audited_chunks(runtime, session: sessions.SessionInfo, filters: dict[str, A
             yield row
 
     logger.info("audit CSV export started by user %s (session %s)", session.user_id, session.session_id)
+    # NOTE: the audit row is written once the last chunk is sent, so a download the client aborts
+    # leaves only the log lines above.
     yield from csv_export.csv_chunks(counted(), csv_export.AUDIT_COLUMNS, tz=tz)
-    actor = Actor("user", str(session.user_id), role=session.role, ip_address=_client_ip(request),
+    peer = request.client.host if request.client else None
+    actor = Actor("user", str(session.user_id), role=session.role, ip_address=ip_address_or_none(peer),
                   user_agent=request.headers.get("user-agent"))
     details = {name: (value.isoformat() if isinstance(value, datetime) else value)
                for name, value in filters.items() if value is not None}
@@ -144,7 +138,7 @@ def _audited_chunks(runtime, session: sessions.SessionInfo, filters: dict[str, A
         with runtime.db.transaction() as conn:
             audit.record(conn, session.organization_id, actor, "audit_log.export", "audit_log", "",
                          details={"filters": details, "rows": written})
-    except AIMError as exc:
+    except (AIMError, psycopg.Error) as exc:
         logger.warning("could not audit the CSV export of user %s (%d rows): %s", session.user_id, written, exc)
     logger.info("audit CSV export by user %s finished: %d rows", session.user_id, written)
 
