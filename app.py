@@ -112,8 +112,8 @@ def render_sign_in() -> None:
             with st.form("sign_in", border=False):
                 email = st.text_input("Email", key="sign_in_email", placeholder="you@example.com",
                                       autocomplete="username")
-                # Streamlit marks password inputs "new-password" unless told otherwise, which keeps
-                # password managers from filling a sign-in form.
+                # Without an autocomplete argument Streamlit marks password inputs "new-password", so
+                # password managers would not fill a sign-in form.
                 password = st.text_input("Password", type="password", key="sign_in_password",
                                          autocomplete="current-password")
                 submitted = st.form_submit_button("Sign in", type="primary", width="stretch")
@@ -263,5 +263,5 @@ if __name__ == "__main__":
         main()
 else:
     # Imported by `streamlit run app.py`, which serves this App. The script above renders the pages.
-    # The CSV export streams from its own route, because st.download_button holds a file in memory.
+    # The CSV export streams from its own route, because st.download_button keeps the whole file in memory.
     app = st.App(__file__, lifespan=warmup.lifespan, routes=export_route.ROUTES)

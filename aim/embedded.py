@@ -37,7 +37,7 @@ def _lock(data_dir: Path) -> filelock.FileLock:
 
 def _import_pgserver():
     with warnings.catch_warnings():
-        # pgserver asks platformdirs for a runtime directory at import. Without XDG_RUNTIME_DIR
+        # pgserver calls platformdirs.user_runtime_path at import. Without XDG_RUNTIME_DIR
         # (containers, cron, CI) platformdirs warns and falls back to /tmp/runtime-<uid>, which works.
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
         import pgserver

@@ -180,7 +180,7 @@ def test_bulk_load_bad_row_writes_nothing(db):
     assert _staging_tables(db) == 0
 
 
-def test_bulk_load_server_rejected_row_writes_nothing(db):
+def test_bulk_load_server_rejected_row(db):
     org = _org(db)
     rows = _rows(org, ROWS)
     # jsonb cannot store \u0000, which only PostgreSQL detects, here in a COPY into the staging table.
@@ -233,7 +233,7 @@ def test_month_written_during_load_falls_back(db):
     assert _staging_tables(db) == 0
 
 
-def test_uncommitted_writer_blocks_swap_and_falls_back(db):
+def test_uncommitted_writer_forces_fallback(db):
     org = _org(db)
     before = _partition_oid(db)
 
@@ -251,7 +251,7 @@ def test_uncommitted_writer_blocks_swap_and_falls_back(db):
     assert _month_count(db) == ROWS + 1
 
 
-def test_concurrent_inserts_during_bulk_load_are_kept(db):
+def test_concurrent_inserts_during_bulk_kept(db):
     org = _org(db)
     rows_sent = threading.Event()
     load_done = threading.Event()

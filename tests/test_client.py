@@ -123,7 +123,7 @@ def test_agent_reloaded_by_name(api_url, api_key, tmp_path, client):
         client.agent("missing-bot")
 
 
-def test_key_store_name_shared_by_two_agents(tmp_path):
+def test_key_store_ambiguous_name(tmp_path):
     from aim.client import StoredAgentKey
 
     store = AgentKeyStore.in_data_dir(tmp_path)

@@ -82,7 +82,7 @@ def test_history_version_survives_redis_outage(runtime, tmp_path, monkeypatch):
         broken.redis.close()
 
 
-def test_history_version_is_read_at_most_every_refresh(runtime, monkeypatch):
+def test_history_version_read_throttled(runtime, monkeypatch):
     cache_hooks.history_version()
     prefix_key = f"{runtime.settings.redis_prefix}{cache_hooks.HISTORY_VERSION_KEY}"
     runtime.redis.incr(prefix_key)

@@ -100,7 +100,7 @@ def test_export_needs_a_session(runtime, db, org_id, client):
     assert "sign in" in response.text
 
 
-def test_export_refuses_signed_out_session(runtime, db, org_id, client):
+def test_export_rejects_signed_out_session(runtime, db, org_id, client):
     user = make_user(db, org_id, "analyst")
     pair = sessions.login(runtime.db, runtime.secret_key, user["email"], PASSWORD)
     client.cookies.set(auth.COOKIE_NAME, auth.sign_session_cookie(runtime.secret_key, pair.session_id,
@@ -113,7 +113,7 @@ def test_export_refuses_signed_out_session(runtime, db, org_id, client):
     assert client.get(export_route.AUDIT_EXPORT_PATH).status_code == 401
 
 
-def test_export_refuses_role_without_audit_page(runtime, db, org_id, client):
+def test_export_rejects_role_without_audit(runtime, db, org_id, client):
     # Managers see trust and agents but not the audit page.
     signed_in(runtime, client, make_user(db, org_id, "manager"))
     response = client.get(export_route.AUDIT_EXPORT_PATH)

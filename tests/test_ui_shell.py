@@ -203,7 +203,7 @@ def test_sign_in_with_password_starts_server_session(db, org_id, runtime):
     assert at.session_state["aim_nav_pages"] == existing_pages("analyst")
 
 
-def test_sign_in_form_lets_password_managers_fill(db, org_id):
+def test_sign_in_autocomplete_hints(db, org_id):
     make_user(db, org_id, "viewer")
     at = app_as().run()
     assert at.text_input(key="sign_in_email").proto.autocomplete == "username"

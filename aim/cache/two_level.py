@@ -185,7 +185,7 @@ class TwoLevelCache:
         return loaded.value
 
     def get_local(self, cache: str, key: str, default: Any = None) -> Any:
-        """Return the L1 value of `key`, or `default` when this process holds none.
+        """Return the L1 value of `key`, or `default` when this process's L1 has no entry for it.
 
         Pure CPU, with no Redis or PostgreSQL call, so async code may call it on the event loop and
         fall back to `get_or_compute` in a thread on a miss. A miss here is not counted, because the

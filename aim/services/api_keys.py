@@ -170,7 +170,7 @@ def authenticate_api_key(db: Database, secret: str) -> dict[str, Any]:
 
 
 def authenticate_api_key_from_memory(secret: str) -> dict[str, Any] | None:
-    """Return what `authenticate_api_key` returns when this process's L1 cache holds the key, else None.
+    """Return what `authenticate_api_key` returns when the key is in this process's L1 cache, else None.
 
     Makes no Redis or PostgreSQL call, so async code may call it on the event loop. It raises
     AuthenticationFailed for a malformed, revoked or expired key, like `authenticate_api_key`.

@@ -304,7 +304,7 @@ def load_session(db: Database, session_id: uuid.UUID) -> SessionInfo:
 
 
 def load_session_from_memory(session_id: uuid.UUID) -> SessionInfo | None:
-    """Return what `load_session` returns when this process's L1 cache holds the session, else None.
+    """Return what `load_session` returns when the session is in this process's L1 cache, else None.
 
     Makes no Redis or PostgreSQL call, so async code may call it on the event loop.
     """

@@ -116,7 +116,7 @@ def _compute_stats(db: Database, organization_id: uuid.UUID) -> dict[str, Any]:
 
 
 def dashboard_stats_from_memory(organization_id: uuid.UUID) -> dict[str, Any] | None:
-    """Return the organization's aggregate when this process's L1 cache holds it, else None (no I/O)."""
+    """Return the organization's aggregate when it is in this process's L1 cache, else None (no I/O)."""
     from aim.cache import get_cache
 
     return get_cache().get_local(DASHBOARD_STATS, str(organization_id))

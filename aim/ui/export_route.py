@@ -95,6 +95,7 @@ def _session(runtime, request: Request) -> sessions.SessionInfo | Response:
     try:
         return sessions.load_session(runtime.db, parsed[0])
     except AuthenticationFailed as failed:
+        logger.info("audit CSV export rejected for session %s: %s", parsed[0], failed.reason)
         return PlainTextResponse(f"Not signed in: {failed.message}.", status_code=401)
 
 
@@ -107,10 +108,12 @@ def _prepare(request: Request) -> tuple[Any, sessions.SessionInfo, dict[str, Any
     if isinstance(session, Response):
         return session
     if not access.can_open(session.role, "audit_logs"):
+        logger.info("audit CSV export rejected for user %s: role %s", session.user_id, session.role)
         return PlainTextResponse(f"Forbidden: role {session.role} may not read the audit log.", status_code=403)
     try:
         filters, tz = parse_export_query(request.query_params)
     except ValidationError as exc:
+        logger.info("audit CSV export of user %s rejected: %s", session.user_id, exc)
         return PlainTextResponse(f"Invalid export request: {exc}", status_code=400)
     return runtime, session, filters, tz
 
