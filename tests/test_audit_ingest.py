@@ -329,3 +329,23 @@ def test_non_finite_details_rejected(details):
 def test_null_details_value_kept():
     row = audit_ingest.normalize_audit_row({**_row(uuid.uuid4()), "details": {"reason": None, "score": 0.5}})
     assert json.loads(row[-1]) == {"reason": None, "score": 0.5}
+
+
+@pytest.mark.parametrize("field", ["actor_id", "action", "resource_type", "resource_id", "user_agent", "request_id"])
+def test_nul_in_any_text_column_is_rejected(field):
+    with pytest.raises(ValidationError) as failure:
+        audit_ingest.normalize_audit_row(_row(uuid.uuid4(), **{field: "a\x00b"}))
+    assert failure.value.field == field
+    assert "NUL" in failure.value.message
+
+
+def test_plain_and_object_values_normalize_alike():
+    # Plain values take the fast path; an ipaddress object and a UUID string take the per-field one.
+    org = uuid.uuid4()
+    plain = _row(org, ip_address="10.1.2.3", user_agent="cli/1", details={"k": [1, "x"]})
+    objects = {**plain, "organization_id": str(org), "ip_address": ipaddress.ip_address("10.1.2.3")}
+
+    assert audit_ingest.normalize_audit_row(plain) == audit_ingest.normalize_audit_row(objects)
+    assert audit_ingest.normalize_audit_row(tuple(plain.get(column) for column in AUDIT_COLUMNS)) == (
+        audit_ingest.normalize_audit_row(objects)
+    )
