@@ -1,6 +1,6 @@
 """Compare audit ingest rates: COPY through aim.db.audit_ingest against one INSERT per row.
 
-Usage: python3 bench/copy_ingest.py [--rows N] [--insert-rows N] [--keep] [--data-dir DIR] [--database NAME]
+Usage: python3 bench/copy_ingest.py [--rows N] [--insert-rows N] [--stream] [--keep] [--data-dir DIR] [--database NAME]
 
 Creates a throwaway database on the AIM PostgreSQL server (AIM_DATABASE_URL, or the embedded server
 under the data directory), applies the AIM migrations, and times, in one run:
@@ -26,6 +26,8 @@ Each step also prints CPU time per row: this process's, and the server's when it
 be read from /proc (a server on this machine). The server figure covers all of the server's
 processes, so on a server that other clients use at the same time it includes their work. CPU
 time per row varies less than rows per second when other work shares the cores.
+Rows are built in memory before the timed steps start (printed as `generate rows`), so the
+ingest figures leave out the cost of making rows up; --stream generates them inside each step.
 Rows are spread over the 30 days before the run, in time order, as live traffic arrives. The
 database is dropped at the end unless --keep is given. Pass --database to ingest into an existing
 database instead, such as the one bench/audit_paging.py filled, to see the cost of larger indexes.
@@ -135,6 +137,15 @@ def timed_ingest(db: Database, label: str, rows: Iterable[tuple]) -> int:
     return written
 
 
+def rows_for(args: argparse.Namespace, org: uuid.UUID, start: datetime, end: datetime) -> Iterable[tuple]:
+    """Return the benchmark's rows for [start, end]: a generator with --stream, else a list built now.
+
+    A list keeps the cost of making up rows out of the ingest figures, as a file parser's would be.
+    """
+    rows = audit_rows(org, args.rows, start, end)
+    return rows if args.stream else list(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows to COPY (default 1,000,000)")
@@ -142,6 +153,9 @@ def main() -> None:
                         help="rows to write with single INSERTs (default 20,000)")
     parser.add_argument("--replay-rows", type=int, default=250_000,
                         help="rows to send again as ready binary COPY data (default 250,000)")
+    parser.add_argument("--stream", action="store_true",
+                        help="generate rows inside the timed steps, as figures before 2026-12 did, instead of "
+                             "building them in memory first")
     parser.add_argument("--keep", action="store_true", help="keep the throwaway database")
     add_connection_options(parser, default_database=f"aim_bench_copy_{uuid.uuid4().hex[:8]}")
     args = parser.parse_args()
@@ -162,13 +176,21 @@ def main() -> None:
                              (f"bench-copy-ingest-{uuid.uuid4().hex[:8]}",))
 
         with Meter(db) as meter:
-            for row in audit_rows(org, args.rows, start, end):
+            old_rows = rows_for(args, org, old_start, old_end)
+            live_rows = rows_for(args, org, start, end)
+        if not args.stream:
+            meter.report("generate rows", 2 * args.rows)
+
+        with Meter(db) as meter:
+            for row in rows_for(args, org, start, end) if args.stream else live_rows:
                 normalize_audit_row(row)
         meter.report("validate only", args.rows)
 
-        timed_ingest(db, "COPY, empty months", audit_rows(org, args.rows, old_start, old_end))
+        timed_ingest(db, "COPY, empty months", old_rows)
+        del old_rows
         seed_live_months(db, org, start, end)
-        written = timed_ingest(db, "COPY, live months", audit_rows(org, args.rows, start, end))
+        written = timed_ingest(db, "COPY, live months", live_rows)
+        del live_rows
 
         replay_rows = min(args.replay_rows, written)
         data = export_copy_data(db, org, start, replay_rows)
