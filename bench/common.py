@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import os
 import platform
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -116,7 +117,24 @@ def machine_description(conn: psycopg.Connection) -> str:
                 break
     version = conn.execute("SHOW server_version").fetchone()
     server = next(iter(version.values())) if isinstance(version, dict) else version[0]
-    return f"{os.cpu_count()} CPUs ({model}), {platform.system()} {platform.release()}, PostgreSQL {server}"
+    return (f"{os.cpu_count()} CPUs ({model}), {platform.system()} {platform.release()}, PostgreSQL {server}, "
+            f"speed {python_loop_ns():.0f} ns per Python loop step")
+
+
+def python_loop_ns(steps: int = 2_000_000) -> float:
+    """Return the best of three timings of a plain Python loop, in nanoseconds per step.
+
+    Machines of the same description have differed about threefold in speed, so each benchmark
+    prints this figure to show which runs can be compared.
+    """
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for step in range(steps):
+            total += step
+        best = min(best, time.perf_counter() - started)
+    return best * 1e9 / steps
 
 
 def server_cpu_seconds(conn: psycopg.Connection) -> float | None:
