@@ -198,6 +198,30 @@ def test_returned_values_are_copies(cache):
     assert cache.get(CACHE, "agent-5") == {"tags": ["a"]}
 
 
+def test_get_local_shared_reuses_value(cache):
+    cache.set(CACHE, "agent-6", {"tags": ["a"]})
+
+    first = cache.get_local(CACHE, "agent-6", shared=True)
+    second = cache.get_local(CACHE, "agent-6", shared=True)
+    copy = cache.get_local(CACHE, "agent-6")
+
+    assert first == {"tags": ["a"]}
+    assert second is first
+    assert copy is not first
+    assert cache.stats()[CACHE]["l1_hit"] == 3
+
+
+def test_get_local_shared_sees_new_value(cache):
+    cache.set(CACHE, "agent-7", {"n": 1})
+    assert cache.get_local(CACHE, "agent-7", shared=True) == {"n": 1}
+
+    cache.set(CACHE, "agent-7", {"n": 2})
+    assert cache.get_local(CACHE, "agent-7", shared=True) == {"n": 2}
+
+    cache.invalidate(CACHE, "agent-7")
+    assert cache.get_local(CACHE, "agent-7", "gone", shared=True) == "gone"
+
+
 # Single-flight
 
 

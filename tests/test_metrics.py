@@ -18,7 +18,7 @@ import pytest
 from aim.db.pool import Database
 from aim.errors import ValidationError
 from aim.metrics import histogram, query
-from aim.metrics.rollup import RECORDER, Recorder
+from aim.metrics.rollup import RECORDER, Recorder, label_key
 
 pytestmark = pytest.mark.integration
 
@@ -206,6 +206,20 @@ def test_labels_in_any_order_share_a_row(db):
     assert len(rows) == 1
     assert rows[0]["labels"] == {"a": "1", "b": "2"}
     assert rows[0]["count"] == 2
+
+
+def test_observe_now_shares_observe_row(db):
+    name = unique_name("now")
+    recorder = Recorder()
+    recorder.observe(name, {"route": "/a", "status": "200"}, 0.01)
+    recorder.observe_now(name, label_key({"status": "200", "route": "/a"}), 0.03)
+    assert recorder.flush(db)
+
+    rows = stored_rows(db, name)
+
+    assert len(rows) == 1
+    assert rows[0]["count"] == 2
+    assert rows[0]["sum"] == pytest.approx(0.04)
 
 
 def test_count_only_series_has_null_buckets(db):

@@ -87,7 +87,7 @@ async def cached_json_async(cache: str, scope: str, query: Mapping[str, Any], re
     may call Redis or render from PostgreSQL, so it runs in the threadpool."""
     from aim.cache import get_cache
 
-    body = get_cache().get_local(cache, _cache_key(scope, query))
+    body = get_cache().get_local(cache, _cache_key(scope, query), shared=True)
     if body is not None:
         return Response(body, media_type="application/json")
     return await run_in_threadpool(cached_json, cache, scope, query, render)

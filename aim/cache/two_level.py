@@ -87,11 +87,15 @@ class _Loaded(NamedTuple):
     l1_ttl_cap_s: float | None  # remaining L2 TTL, or None for no cap
 
 
+# Bound of the map of decoded values that get_local(shared=True) reuses.
+SHARED_VALUES_MAX = 4096
+
+
 class TwoLevelCache:
     """Two-level cache over the named caches in `policies` (default `POLICIES`).
 
     Values are JSON types plus datetime, date, time, timedelta, UUID, Decimal and bytes (see
-    `aim.cache.codec`), and every call returns a fresh copy. Call `start()` to receive other
+    `aim.cache.codec`), and every call returns a fresh copy unless it passes `shared`. Call `start()` to receive other
     processes' invalidations and `close()` at shutdown. All methods are thread-safe, and none
     raises because Redis is down. They raise `ValidationError` for an unknown cache name, for a key
     that is not a non-empty str, and for a value that cannot be encoded.
@@ -118,6 +122,9 @@ class TwoLevelCache:
         self.channel = f"{prefix}cache:invalidate"
 
         self._local = LocalCache(self._policies.values())
+        # Decoded L1 values handed out shared by get_local(shared=True), as (cache, key) ->
+        # (the L1 bytes they came from, value). An entry is valid only while L1 contains those same bytes.
+        self._shared: dict[tuple[str, str], tuple[bytes, Any]] = {}
         self._flights: SingleFlight[_Loaded] = SingleFlight()
         self._counters_lock = threading.Lock()
         self._counters: dict[str, Counter] = {name: Counter() for name in self._policies}
@@ -184,12 +191,16 @@ class TwoLevelCache:
             return decode(loaded.data)
         return loaded.value
 
-    def get_local(self, cache: str, key: str, default: Any = None) -> Any:
+    def get_local(self, cache: str, key: str, default: Any = None, *, shared: bool = False) -> Any:
         """Return the L1 value of `key`, or `default` when this process's L1 has no entry for it.
 
         Pure CPU, with no Redis or PostgreSQL call, so async code may call it on the event loop and
         fall back to `get_or_compute` in a thread on a miss. A miss here is not counted, because the
         fallback counts the same lookup.
+
+        With `shared`, repeated hits on the same L1 entry return one decoded object instead of a
+        fresh copy each, so the caller must not change it. Decoding was the largest cost of a hit
+        on a cached response body or API key.
         """
         self._policy(cache)
         _check_key(key)
@@ -197,7 +208,19 @@ class TwoLevelCache:
         data = self._local.get(cache, key)
         if data is None:
             return default
-        value = decode(data)
+        if not shared:
+            value = decode(data)
+        else:
+            memo = self._shared.get((cache, key))
+            if memo is not None and memo[0] is data:
+                value = memo[1]
+            else:
+                value = decode(data)
+                if len(self._shared) >= SHARED_VALUES_MAX:
+                    # Entries of evicted or replaced L1 values are never read again, so dropping
+                    # them all at once keeps the map bounded at the price of a few decodes.
+                    self._shared.clear()
+                self._shared[(cache, key)] = (data, value)
         self._record(cache, "l1_hit", start)
         return value
 

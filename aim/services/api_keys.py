@@ -173,9 +173,10 @@ def authenticate_api_key_from_memory(secret: str) -> dict[str, Any] | None:
     """Return what `authenticate_api_key` returns when the key is in this process's L1 cache, else None.
 
     Makes no Redis or PostgreSQL call, so async code may call it on the event loop. It raises
-    AuthenticationFailed for a malformed, revoked or expired key, like `authenticate_api_key`.
+    AuthenticationFailed for a malformed, revoked or expired key, like `authenticate_api_key`. The
+    dict is shared with other callers, so it must not be changed.
     """
-    row = _cache().get_local(SESSIONS_CACHE, _cache_key(_hash_well_formed(secret)))
+    row = _cache().get_local(SESSIONS_CACHE, _cache_key(_hash_well_formed(secret)), shared=True)
     return None if row is None else _check_active(row)
 
 

@@ -308,7 +308,7 @@ def load_session_from_memory(session_id: uuid.UUID) -> SessionInfo | None:
 
     Makes no Redis or PostgreSQL call, so async code may call it on the event loop.
     """
-    row = _cache().get_local(SESSIONS_CACHE, _session_key(session_id))
+    row = _cache().get_local(SESSIONS_CACHE, _session_key(session_id), shared=True)
     return None if row is None else _active_session(row)
 
 

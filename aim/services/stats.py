@@ -116,10 +116,13 @@ def _compute_stats(db: Database, organization_id: uuid.UUID) -> dict[str, Any]:
 
 
 def dashboard_stats_from_memory(organization_id: uuid.UUID) -> dict[str, Any] | None:
-    """Return the organization's aggregate when it is in this process's L1 cache, else None (no I/O)."""
+    """Return the organization's aggregate when it is in this process's L1 cache, else None (no I/O).
+
+    The dict is shared with other callers, so it must not be changed.
+    """
     from aim.cache import get_cache
 
-    return get_cache().get_local(DASHBOARD_STATS, str(organization_id))
+    return get_cache().get_local(DASHBOARD_STATS, str(organization_id), shared=True)
 
 
 def dashboard_stats(db: Database, organization_id: uuid.UUID) -> dict[str, Any]:
