@@ -95,10 +95,10 @@ class TwoLevelCache:
     """Two-level cache over the named caches in `policies` (default `POLICIES`).
 
     Values are JSON types plus datetime, date, time, timedelta, UUID, Decimal and bytes (see
-    `aim.cache.codec`), and every call returns a fresh copy unless it passes `shared`. Call `start()` to receive other
-    processes' invalidations and `close()` at shutdown. All methods are thread-safe, and none
-    raises because Redis is down. They raise `ValidationError` for an unknown cache name, for a key
-    that is not a non-empty str, and for a value that cannot be encoded.
+    `aim.cache.codec`), and every call returns a fresh copy unless it passes `shared`. Call
+    `start()` to receive other processes' invalidations and `close()` at shutdown. All methods are
+    thread-safe, and none raises because Redis is down. They raise `ValidationError` for an unknown
+    cache name, for a key that is not a non-empty str, and for a value that cannot be encoded.
     """
 
     def __init__(
@@ -166,13 +166,13 @@ class TwoLevelCache:
 
     # Reads
 
-    def get_or_compute(self, cache: str, key: str, compute: Callable[[], T]) -> T:
+    def get_or_compute(self, cache: str, key: str, compute: Callable[[], T], *, shared: bool = False) -> T:
         """Return the cached value of `key`, or run `compute()` once, cache its result and return it.
 
         Concurrent callers of one cold key share one `compute()`: threads of this process wait for
         the first thread, and other processes wait on a Redis lock for up to `lock_timeout_s` and
         then compute themselves. An exception from `compute()` propagates to the caller and to the
-        threads waiting on it, and nothing is cached.
+        threads waiting on it, and nothing is cached. `shared` applies to L1 hits as in `get_local`.
         """
         policy = self._policy(cache)
         _check_key(key)
@@ -180,7 +180,7 @@ class TwoLevelCache:
 
         data = self._local.get(cache, key)
         if data is not None:
-            value = decode(data)
+            value = self._decode_shared(cache, key, data) if shared else decode(data)
             self._record(cache, "l1_hit", start)
             return value
 
@@ -208,20 +208,21 @@ class TwoLevelCache:
         data = self._local.get(cache, key)
         if data is None:
             return default
-        if not shared:
-            value = decode(data)
-        else:
-            memo = self._shared.get((cache, key))
-            if memo is not None and memo[0] is data:
-                value = memo[1]
-            else:
-                value = decode(data)
-                if len(self._shared) >= SHARED_VALUES_MAX:
-                    # Entries of evicted or replaced L1 values are never read again, so dropping
-                    # them all at once keeps the map bounded at the price of a few decodes.
-                    self._shared.clear()
-                self._shared[(cache, key)] = (data, value)
+        value = self._decode_shared(cache, key, data) if shared else decode(data)
         self._record(cache, "l1_hit", start)
+        return value
+
+    def _decode_shared(self, cache: str, key: str, data: bytes) -> Any:
+        """Return the decoded `data` of L1 entry (`cache`, `key`), decoding it only on its first hit."""
+        memo = self._shared.get((cache, key))
+        if memo is not None and memo[0] is data:
+            return memo[1]
+        value = decode(data)
+        if len(self._shared) >= SHARED_VALUES_MAX:
+            # Entries of evicted or replaced L1 values are never read again, so dropping them all at
+            # once keeps the map bounded at the price of a few decodes.
+            self._shared.clear()
+        self._shared[(cache, key)] = (data, value)
         return value
 
     def get(self, cache: str, key: str, default: Any = None) -> Any:

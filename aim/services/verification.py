@@ -134,7 +134,10 @@ def validate_request(request: Mapping[str, Any], agent_id: uuid.UUID) -> dict[st
 
 
 def load_agent_state(db: Database, organization_id: uuid.UUID, agent_id: uuid.UUID) -> dict[str, Any]:
-    """Return the keys, status, capabilities and risk overrides of an agent, from the agent_metadata cache."""
+    """Return the keys, status, capabilities and risk overrides of an agent, from the agent_metadata cache.
+
+    The dict is shared with other callers, so it must not be changed.
+    """
     from aim.cache import get_cache
 
     def compute() -> dict[str, Any] | None:
@@ -148,7 +151,7 @@ def load_agent_state(db: Database, organization_id: uuid.UUID, agent_id: uuid.UU
             (organization_id, agent_id),
         )
 
-    state = get_cache().get_or_compute(cache_hooks.AGENT_METADATA, str(agent_id), compute)
+    state = get_cache().get_or_compute(cache_hooks.AGENT_METADATA, str(agent_id), compute, shared=True)
     if state is None or str(state["organization_id"]) != str(organization_id):
         raise NotFound("agent", agent_id)
     return state
@@ -161,7 +164,7 @@ def load_trust_score(db: Database, agent_id: uuid.UUID) -> float:
     def compute() -> Decimal | None:
         return db.fetch_value("verification.load_trust", "SELECT trust_score FROM agents WHERE id = %s", (agent_id,))
 
-    value = get_cache().get_or_compute(cache_hooks.TRUST_SCORES, str(agent_id), compute)
+    value = get_cache().get_or_compute(cache_hooks.TRUST_SCORES, str(agent_id), compute, shared=True)
     return float(value or 0)
 
 
