@@ -37,7 +37,11 @@ class Job:
 
 
 def process_dirty_agents(runtime: Runtime, limit: int = DIRTY_BATCH) -> int:
-    """Recalculate trust for agents queued by verification; return how many were processed."""
+    """Recalculate trust for agents queued by verification, and return how many scores changed.
+
+    Only changed scores drop cache entries, so verification keeps reading an unchanged score from
+    L1 instead of Redis and PostgreSQL.
+    """
     key = f"{runtime.settings.redis_prefix}trust:dirty"
     try:
         members = runtime.redis.spop(key, limit) or []
@@ -54,17 +58,17 @@ def process_dirty_agents(runtime: Runtime, limit: int = DIRTY_BATCH) -> int:
     for row in rows:
         by_organization[row["organization_id"]].append(row["id"])
     actor = system("trust-queue").label
-    processed = 0
+    changed = 0
     for organization_id, ids in by_organization.items():
         # Agents deleted since they were queued are simply not found.
-        recalculated = trust.recalculate_agents(runtime.db, organization_id, ids, reason="new verification events",
-                                                actor=actor)
-        for agent_id in recalculated:
+        rescored = trust.recalculate_agents(runtime.db, organization_id, ids, reason="new verification events",
+                                            actor=actor)
+        for agent_id in rescored:
             cache_hooks.trust_changed(agent_id)
-        processed += len(recalculated)
-    if processed:
+        changed += len(rescored)
+    if changed:
         cache_hooks.agent_list_changed()
-    return processed
+    return changed
 
 
 def recalculate_all_trust(runtime: Runtime) -> int:

@@ -81,3 +81,14 @@ def test_job_drains_queue(runtime, db, org_id):
     for agent_id in queued:
         assert _score(db, agent_id)["trust_score"] < before[agent_id]
     assert jobs.process_dirty_agents(runtime) == 0
+
+
+def test_unchanged_score_not_returned(db, org_id):
+    agent_id = _register(db, org_id)
+    _denials(db, org_id, agent_id, 2)
+
+    first = recalculate_agents(db, org_id, [agent_id], reason="test first", actor="system:test")
+    again = recalculate_agents(db, org_id, [agent_id], reason="test again", actor="system:test")
+
+    assert first == [agent_id]
+    assert again == []

@@ -107,9 +107,17 @@ def _write_changes(
     scored: Sequence[tuple[AgentSnapshot, TrustScore]], *, reason: str, actor: str,
 ) -> int:
     """Store the changed scores among `scored` with their history rows and return how many were stored."""
+    return len(_write_changed_rows(db, conn, organization_id, scored, reason=reason, actor=actor))
+
+
+def _write_changed_rows(
+    db: Database, conn: psycopg.Connection, organization_id: uuid.UUID,
+    scored: Sequence[tuple[AgentSnapshot, TrustScore]], *, reason: str, actor: str,
+) -> list[dict[str, Any]]:
+    """Do what `_write_changes` does, and return the stored rows: agent_id, previous_score and score."""
     changed = [(agent, result) for agent, result in scored if has_changed(agent.trust_score, agent.trust_factors, result)]
     if not changed:
-        return 0
+        return []
     params = {
         "organization_id": organization_id,
         "agent_ids": [agent.agent_id for agent, _ in changed],
@@ -132,7 +140,7 @@ def _write_changes(
             "trust: %d of %d agents in organization %s changed concurrently and were skipped",
             len(changed) - len(rows), len(changed), organization_id,
         )
-    return len(rows)
+    return rows
 
 
 def _recalculate_locked(
@@ -198,7 +206,10 @@ def score_new_agent(
 def recalculate_agents(
     db: Database, organization_id: uuid.UUID, agent_ids: Sequence[uuid.UUID], *, reason: str, actor: str,
 ) -> list[uuid.UUID]:
-    """Recalculate the given agents of one organization in one transaction; return the ids found.
+    """Recalculate the given agents of one organization in one transaction, and return those whose score changed.
+
+    Only those need their cached scores dropped: an agent whose factors changed but whose rounded
+    score did not is stored, but left out of the result.
 
     The inputs of all the agents are read with one query per event table, which is what makes this
     cheaper than `recalculate_agent` per agent. Rows are not locked: as in
@@ -214,8 +225,8 @@ def recalculate_agents(
         agents = gather.load_agents(db, organization_id, agent_ids, as_of=as_of, conn=conn)
         agents = gather.gather_inputs(db, organization_id, agents, as_of=as_of, conn=conn)
         scored = [(agent, combine(evaluate_factors(agent.inputs))) for agent in agents]
-        _write_changes(db, conn, organization_id, scored, reason=reason, actor=actor)
-    return [agent.agent_id for agent in agents]
+        rows = _write_changed_rows(db, conn, organization_id, scored, reason=reason, actor=actor)
+    return [row["agent_id"] for row in rows if row["score"] != row["previous_score"]]
 
 
 def recalculate_organization(
