@@ -8,6 +8,7 @@ organization and `agents` agents, uses a fresh Redis key prefix, and drops both 
 
 Cases, one call each, from one thread:
   l1_hit     the key is in this process's L1
+  l1_shared  the same with shared=True: repeated hits return one decoded object instead of a copy
   l2_hit     the cache runs with L1 turned off, so every call reads Redis (GET + PTTL) and decodes
   miss       a key never seen before: L2 read, SET NX lock, the PostgreSQL query, store-and-release
   postgres   the same PostgreSQL query without the cache, for reference
@@ -145,6 +146,10 @@ def main() -> None:
             agent_id = hot[i % len(hot)]
             return cache.get_or_compute(CACHE, str(agent_id), load(agent_id))
 
+        def l1_shared(i: int) -> object:
+            agent_id = hot[i % len(hot)]
+            return cache.get_or_compute(CACHE, str(agent_id), load(agent_id), shared=True)
+
         def l2_hit(i: int) -> object:
             agent_id = hot[i % len(hot)]
             return cache_l2_only.get_or_compute(CACHE, str(agent_id), load(agent_id))
@@ -159,6 +164,7 @@ def main() -> None:
         results = {}
         for name, call, count in (
             ("l1_hit", l1_hit, args.hits),
+            ("l1_shared", l1_shared, args.hits),
             ("l2_hit", l2_hit, args.hits),
             ("miss", miss, args.misses),
             ("postgres", postgres, args.misses),
