@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -36,8 +37,12 @@ def system(component: str) -> Actor:
     return Actor("system", component, role="admin")
 
 
+@functools.lru_cache(maxsize=4096)
 def ip_address_or_none(host: str | None) -> str | None:
-    """Return `host` in canonical IP address form, or None when it is not an IP address (a Unix socket peer, a test client)."""
+    """Return `host` in canonical IP address form, or None when it is not an IP address (a Unix socket peer, a test client).
+
+    Cached, because the API calls it on every request and clients repeat their addresses.
+    """
     if host is None:
         return None
     try:
