@@ -175,6 +175,8 @@ def _register_dumpers(cursor: psycopg.Cursor) -> None:
     """Let `cursor` send the pre-encoded values that normalize_audit_row returns."""
     cursor.adapters.register_dumper(EncodedJson, _EncodedJsonBinaryDumper)
     cursor.adapters.register_dumper(EncodedInet, _EncodedInetBinaryDumper)
+
+
 # Datetimes and dataclasses are rejected as the json module rejects them, so that a row does not
 # store a form that other writers of the same column would not.
 _STRICT_TYPES = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -251,7 +253,9 @@ def normalize_audit_row(row: Mapping[str, Any] | Sequence[Any]) -> tuple[Any, ..
 
     `row` is a dict keyed by column name, where the optional columns resource_id, ip_address,
     user_agent, request_id and details may be left out, or a tuple of all 12 columns in order.
-    Raises ValidationError naming the column, or `row` when the shape is wrong.
+    Raises ValidationError naming the column, or `row` when the shape is wrong. The inet and jsonb
+    values come back pre-encoded (EncodedInet, EncodedJson), so a cursor that sends them needs
+    this module's dumpers.
     """
     if type(row) is tuple and len(row) == len(AUDIT_COLUMNS):
         values = row
