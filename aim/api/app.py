@@ -19,6 +19,7 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI
 
 from aim.api import problems
+from aim.api.fastpath import CachedReadMiddleware
 from aim.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware, RouteTemplates
 from aim.api.query_params import reject_unknown_query_params
 from aim.api.ratelimit import RateLimiter, limit_from_env
@@ -106,7 +107,9 @@ def create_app(
     templates.extend((route.path, route.methods) for route in ops.router.routes)
 
     # add_middleware wraps the app, so the last one added runs first: metrics time everything,
-    # including requests the body limit rejects, and those rejections carry the request id.
+    # including requests the body limit rejects, and those rejections carry the request id. The
+    # cached-read fast path runs last, so its answers are timed and carry a request id too.
+    app.add_middleware(CachedReadMiddleware)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(MetricsMiddleware, templates=RouteTemplates(templates))

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Mapping
 import orjson
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.responses import Response
 
 _OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
@@ -82,12 +83,24 @@ def cached_json(cache: str, scope: str, query: Mapping[str, Any], render: Callab
     return Response(body, media_type="application/json")
 
 
-async def cached_json_async(cache: str, scope: str, query: Mapping[str, Any], render: Callable[[], bytes]) -> Response:
+async def cached_json_async(
+    cache: str, scope: str, query: Mapping[str, Any], render: Callable[[], bytes], request: Request | None = None,
+) -> Response:
     """Return `cached_json(...)` from an async route. An L1 hit is served on the event loop. A miss
-    may call Redis or render from PostgreSQL, so it runs in the threadpool."""
+    may call Redis or render from PostgreSQL, so it runs in the threadpool.
+
+    With `request`, a GET is remembered so that the same caller's same request can be served
+    before routing next time (see aim.api.fastpath).
+    """
+    from aim.api import fastpath
     from aim.cache import get_cache
 
-    body = get_cache().get_local(cache, _cache_key(scope, query), shared=True)
+    key = _cache_key(scope, query)
+    body = get_cache().get_local(cache, key, shared=True)
     if body is not None:
-        return Response(body, media_type="application/json")
-    return await run_in_threadpool(cached_json, cache, scope, query, render)
+        response = Response(body, media_type="application/json")
+    else:
+        response = await run_in_threadpool(cached_json, cache, scope, query, render)
+    if request is not None:
+        fastpath.remember(request, cache, key)
+    return response

@@ -190,10 +190,15 @@ async def _validation_handler(request: Request, exc: RequestValidationError) -> 
     return problem_response(422, "Invalid input", detail, request=request, field=first["field"], errors=errors)
 
 
+def problem_exception_response(request: Request, exc: ProblemException) -> JSONResponse:
+    """Return the problem+json response for `exc`, as the app's exception handler sends it."""
+    return problem_response(exc.status_code, exc.title, str(exc.detail), request=request, headers=exc.headers,
+                            reason=exc.reason, field=exc.field)
+
+
 async def _http_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     if isinstance(exc, ProblemException):
-        return problem_response(exc.status_code, exc.title, str(exc.detail), request=request, headers=exc.headers,
-                                reason=exc.reason, field=exc.field)
+        return problem_exception_response(request, exc)
     titles = {404: "Not found", 405: "Method not allowed", 413: "Request body too large"}
     title = titles.get(exc.status_code, "HTTP error")
     detail = str(exc.detail)

@@ -189,6 +189,15 @@ def _principal_from_stores(request: Request, token: str) -> Principal:
     return _user_principal(request, claims, sessions.load_session(runtime.db, claims["sid"]))
 
 
+def principal_from_memory(request: Request) -> Principal | None:
+    """Resolve the request's bearer credential from this process's L1 cache alone, or return None.
+
+    Raises the 401 ProblemException for a missing or malformed header and AuthenticationFailed for
+    a credential that fails its check. None means the credential needs Redis or PostgreSQL.
+    """
+    return _principal_from_memory(request, _bearer_token(request))
+
+
 def authenticate_blocking(request: Request) -> Principal:
     """Do what `authenticate` does, for a sync route that runs in the threadpool already."""
     token = _bearer_token(request)

@@ -52,7 +52,7 @@ async def list_agents(
 
     query = {"organization_id": str(principal.organization_id), "sort": sort, "status": status_filter,
              "agent_type": agent_type, "prefix": name_prefix, "cursor": cursor, "limit": limit}
-    return await cached_json_async(AGENT_LIST, str(principal.organization_id), query, render)
+    return await cached_json_async(AGENT_LIST, str(principal.organization_id), query, render, request)
 
 
 @router.post("/agents", response_model=schemas.AgentCreated, status_code=status.HTTP_201_CREATED,

@@ -57,7 +57,7 @@ async def list_servers(
     query = {"organization_id": str(principal.organization_id), "sort": sort, "prefix": name_prefix,
              "status": status_filter, "drift_detected": drift_detected, "source": source, "cursor": cursor,
              "limit": limit}
-    return await cached_json_async(MCP_SERVER_LIST, str(principal.organization_id), query, render)
+    return await cached_json_async(MCP_SERVER_LIST, str(principal.organization_id), query, render, request)
 
 
 @router.post("/mcp-servers", response_model=schemas.McpServerDetail, status_code=status.HTTP_201_CREATED,

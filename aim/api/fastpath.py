@@ -1,0 +1,108 @@
+"""Serve repeated cached GET requests before FastAPI routes them.
+
+A GET that `aim.api.fastjson.cached_json_async` served is remembered by its path, its raw query
+string and the caller's identity: kind, id, organization, role, agent scope and session. When the
+same caller sends the same request again and the body is still in this process's L1 cache,
+`CachedReadMiddleware` sends that body itself. The credential is still resolved and checked from
+L1, and the rate limit still counts the request. Routing, dependency resolution and query
+validation are skipped, because they passed for exactly these inputs before, and role and scope
+checks depend only on the route and the identity.
+
+Anything else goes through the normal route: a body no longer in L1, a credential that needs Redis
+or PostgreSQL or fails its check, or an API key whose last-used time is due for a write.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+from fastapi import Request, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from aim.api import problems
+from aim.api.problems import ProblemException
+from aim.api.security import Principal, enforce_rate_limit, principal_from_memory
+from aim.services.users import AuthenticationFailed
+
+# Remembered (request, identity) pairs per process. Dropping them all when full costs one normal
+# request per pair, so no finer eviction is needed.
+MEMO_MAX = 8192
+
+MemoKey = tuple[str, bytes, str, uuid.UUID, uuid.UUID, str, uuid.UUID | None, uuid.UUID | None]
+
+_memo: dict[MemoKey, tuple[str, str]] = {}
+_paths: set[str] = set()
+_served = 0
+_served_lock = threading.Lock()
+
+
+def _memo_key(path: str, query_string: bytes, principal: Principal) -> MemoKey:
+    return (path, query_string, principal.kind, principal.id, principal.organization_id, principal.role,
+            principal.agent_id, principal.session_id)
+
+
+def remember(request: Request, cache: str, key: str) -> None:
+    """Record that the authenticated GET `request` was served from cache entry (`cache`, `key`)."""
+    principal = getattr(request.state, "principal", None)
+    if principal is None or request.method != "GET":
+        return
+    path = request.scope["path"]
+    if len(_memo) >= MEMO_MAX:
+        _memo.clear()
+    _memo[_memo_key(path, request.scope["query_string"], principal)] = (cache, key)
+    _paths.add(path)
+
+
+def served() -> int:
+    """Return how many requests this process served on the fast path."""
+    return _served
+
+
+class CachedReadMiddleware:
+    """Serve a remembered GET from L1 before routing (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] not in _paths:
+            await self.app(scope, receive, send)
+            return
+        if not await self._serve(scope, receive, send):
+            await self.app(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Send the remembered body and return True, or return False with nothing sent."""
+        from aim.cache import get_cache
+
+        request = Request(scope, receive)
+        try:
+            principal = principal_from_memory(request)
+        except (ProblemException, AuthenticationFailed):
+            # The normal route checks the credential again and responds with the reason.
+            return False
+        if principal is None:
+            return False
+        entry = _memo.get(_memo_key(scope["path"], scope["query_string"], principal))
+        if entry is None:
+            return False
+        body = get_cache().get_local(entry[0], entry[1], shared=True)
+        if body is None:
+            return False
+
+        limiter = getattr(request.app.state, "rate_limiter", None)
+        if limiter is not None and limiter.enabled:
+            try:
+                await run_in_threadpool(enforce_rate_limit, request, principal.subject)
+            except ProblemException as exc:
+                response = problems.problem_exception_response(request, exc)
+                await response(scope, receive, send)
+                return True
+
+        global _served
+        with _served_lock:
+            _served += 1
+        await Response(body, media_type="application/json")(scope, receive, send)
+        return True
