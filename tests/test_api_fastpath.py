@@ -119,3 +119,18 @@ def test_fast_path_counts_rate_limit(runtime, db, org_id):
     problem = assert_problem(over, 429, "rate_limited")
     assert "requests per minute" in problem["detail"]
     assert int(over.headers["retry-after"]) >= 1
+
+
+def test_stats_rendered_on_fast_path(client, db, org_id):
+    admin = bearer(make_key(db, org_id, "admin"))
+    first = client.get("/api/v1/dashboard/stats", headers=admin)
+    before = fastpath.served()
+
+    second = client.get("/api/v1/dashboard/stats", headers=admin)
+    register_agent(client, admin)
+    third = client.get("/api/v1/dashboard/stats", headers=admin)
+
+    assert second.status_code == 200, second.text
+    assert fastpath.served() == before + 1
+    assert second.json() == first.json()
+    assert third.json()["agents"]["total"] == first.json()["agents"]["total"] + 1

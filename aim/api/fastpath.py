@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from typing import Any, Callable
 
 from fastapi import Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -32,7 +33,10 @@ MEMO_MAX = 8192
 
 MemoKey = tuple[str, bytes, str, uuid.UUID, uuid.UUID, str, uuid.UUID | None, uuid.UUID | None]
 
-_memo: dict[MemoKey, tuple[str, str]] = {}
+# Builds the response from a cached value that is not a rendered body, such as a dict.
+Render = Callable[[Any], Response]
+
+_memo: dict[MemoKey, tuple[str, str, Render | None]] = {}
 _paths: set[str] = set()
 _served = 0
 _served_lock = threading.Lock()
@@ -43,15 +47,19 @@ def _memo_key(path: str, query_string: bytes, principal: Principal) -> MemoKey:
             principal.agent_id, principal.session_id)
 
 
-def remember(request: Request, cache: str, key: str) -> None:
-    """Record that the authenticated GET `request` was served from cache entry (`cache`, `key`)."""
+def remember(request: Request, cache: str, key: str, render: Render | None = None) -> None:
+    """Record that the authenticated GET `request` was served from cache entry (`cache`, `key`).
+
+    Without `render` the entry is the JSON body itself. With it, `render(value)` builds the
+    response from the entry's shared value, which it must not change.
+    """
     principal = getattr(request.state, "principal", None)
     if principal is None or request.method != "GET":
         return
     path = request.scope["path"]
     if len(_memo) >= MEMO_MAX:
         _memo.clear()
-    _memo[_memo_key(path, request.scope["query_string"], principal)] = (cache, key)
+    _memo[_memo_key(path, request.scope["query_string"], principal)] = (cache, key, render)
     _paths.add(path)
 
 
@@ -88,8 +96,9 @@ class CachedReadMiddleware:
         entry = _memo.get(_memo_key(scope["path"], scope["query_string"], principal))
         if entry is None:
             return False
-        body = get_cache().get_local(entry[0], entry[1], shared=True)
-        if body is None:
+        cache, key, render = entry
+        value = get_cache().get_local(cache, key, shared=True)
+        if value is None:
             return False
 
         limiter = getattr(request.app.state, "rate_limiter", None)
@@ -104,5 +113,6 @@ class CachedReadMiddleware:
         global _served
         with _served_lock:
             _served += 1
-        await Response(body, media_type="application/json")(scope, receive, send)
+        response = Response(value, media_type="application/json") if render is None else render(value)
+        await response(scope, receive, send)
         return True

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from aim.api import schemas
+from aim.api import fastpath, schemas
 from aim.api.fastjson import model_json
 from aim.api.security import Principal, get_runtime, read
 from aim.services import stats
+from aim.services.cache_hooks import DASHBOARD_STATS
 
 router = APIRouter(tags=["dashboard"])
 
@@ -20,4 +21,9 @@ async def dashboard_stats(request: Request, principal: Principal = Depends(read(
     figures = stats.dashboard_stats_from_memory(principal.organization_id)
     if figures is None:
         figures = await run_in_threadpool(stats.dashboard_stats, get_runtime(request).db, principal.organization_id)
+    fastpath.remember(request, DASHBOARD_STATS, str(principal.organization_id), render=_render)
+    return _render(figures)
+
+
+def _render(figures: dict) -> Response:
     return model_json(figures, schemas.DashboardStats)
