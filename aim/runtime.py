@@ -11,6 +11,8 @@ import threading
 from dataclasses import dataclass
 
 import redis
+import redis.asyncio
+import redis.asyncio.retry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -82,6 +84,23 @@ def make_redis(url: str, settings: Settings) -> redis.Redis:
         health_check_interval=30,
     )
     return redis.Redis(connection_pool=pool, retry=retry)
+
+
+def make_async_redis(url: str, settings: Settings) -> redis.asyncio.Redis:
+    """Return an asyncio Redis client with the pool limits, timeouts and retry of `make_redis`.
+
+    Bind it to one event loop: create it inside the loop that uses it, and close it there.
+    """
+    retry = redis.asyncio.retry.Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1)
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url,
+        max_connections=settings.redis_pool_max,
+        timeout=settings.redis_pool_timeout_s,
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+        health_check_interval=30,
+    )
+    return redis.asyncio.Redis(connection_pool=pool, retry=retry)
 
 
 def build_runtime(settings: Settings, *, upgrade: bool = True) -> Runtime:

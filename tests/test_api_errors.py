@@ -16,6 +16,7 @@ from aim.api import create_app
 from aim.api.middleware import MAX_BODY_BYTES, BodyLimitMiddleware, BodyTooLarge
 from aim.api.ratelimit import RateLimiter, limit_from_env
 from aim.errors import ConfigError
+from aim.runtime import make_async_redis
 from test_api_support import (  # noqa: F401 - client is a fixture
     assert_problem,
     bearer,
@@ -272,6 +273,45 @@ def test_rate_limiter_fails_open_without_redis(runtime, caplog):
     # Right after a failure the limiter skips Redis: even a reachable server sees no counter.
     limiter.client = runtime.redis
     assert limiter.hit("api_key:x").allowed
+    assert list(runtime.redis.scan_iter(match=f"{prefix}*")) == []
+
+
+def test_async_hit_shares_sync_counter(runtime):
+    prefix = f"{runtime.settings.redis_prefix}async-{uuid.uuid4().hex[:6]}:"
+
+    async def hits() -> list[bool]:
+        client = make_async_redis(runtime.redis_url, runtime.settings)
+        try:
+            limiter = RateLimiter(runtime.redis, prefix, 2, async_client=client)
+            first = limiter.hit("api_key:y").allowed
+            second = (await limiter.hit_async("api_key:y")).allowed
+            third = await limiter.hit_async("api_key:y")
+            return [first, second, third.allowed, third.retry_after_s >= 1]
+        finally:
+            await client.aclose()
+
+    assert anyio.run(hits) == [True, True, False, True]
+
+
+def test_async_limiter_fails_open(runtime):
+    settings = runtime.settings
+    prefix = f"{settings.redis_prefix}async-open-{uuid.uuid4().hex[:6]}:"
+
+    async def hits() -> list[bool]:
+        dead = make_async_redis(f"redis://127.0.0.1:{_closed_port()}/0", settings)
+        live = make_async_redis(runtime.redis_url, settings)
+        try:
+            limiter = RateLimiter(runtime.redis, prefix, 1, async_client=dead)
+            first = (await limiter.hit_async("api_key:z")).allowed
+            # Right after a failure the limiter skips Redis, so a reachable server sees no counter.
+            limiter.async_client = live
+            second = (await limiter.hit_async("api_key:z")).allowed
+            return [first, second]
+        finally:
+            await dead.aclose()
+            await live.aclose()
+
+    assert anyio.run(hits) == [True, True]
     assert list(runtime.redis.scan_iter(match=f"{prefix}*")) == []
 
 

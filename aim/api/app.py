@@ -24,7 +24,7 @@ from aim.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestId
 from aim.api.query_params import reject_unknown_query_params
 from aim.api.ratelimit import RateLimiter, limit_from_env
 from aim.api.routes import agents, alerts, api_keys, audit, auth, capabilities, mcp, ops, stats
-from aim.runtime import Runtime
+from aim.runtime import Runtime, make_async_redis
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if runtime is None:
         # Building the runtime may start embedded servers and run migrations: keep it off the event loop.
         runtime = app.state.runtime = await anyio.to_thread.run_sync(get_runtime)
-    app.state.rate_limiter = RateLimiter(runtime.redis, runtime.settings.redis_prefix, app.state.rate_limit_per_minute)
+    # The async client lets async routes count requests on the event loop, without a threadpool hop.
+    async_redis = make_async_redis(runtime.redis_url, runtime.settings) if app.state.rate_limit_per_minute else None
+    app.state.rate_limiter = RateLimiter(runtime.redis, runtime.settings.redis_prefix, app.state.rate_limit_per_minute,
+                                         async_client=async_redis)
     await anyio.to_thread.run_sync(get_cache)
     ops.register_collectors()
 
@@ -71,6 +74,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if scheduler is not None:
             await anyio.to_thread.run_sync(scheduler.stop)
             await anyio.to_thread.run_sync(RECORDER.stop)
+        if async_redis is not None:
+            await async_redis.aclose()
         logger.info("API stopped")
 
 
@@ -108,7 +113,7 @@ def create_app(
 
     # add_middleware wraps the app, so the last one added runs first: metrics time everything,
     # including requests the body limit rejects, and those rejections carry the request id. The
-    # cached-read fast path runs last, so its answers are timed and carry a request id too.
+    # cached-read fast path runs last, so its responses are timed and carry a request id too.
     app.add_middleware(CachedReadMiddleware)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestIdMiddleware)

@@ -19,12 +19,11 @@ import uuid
 from typing import Any, Callable
 
 from fastapi import Request, Response
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aim.api import problems
 from aim.api.problems import ProblemException
-from aim.api.security import Principal, enforce_rate_limit, principal_from_memory
+from aim.api.security import Principal, enforce_rate_limit_async, principal_from_memory
 from aim.services.users import AuthenticationFailed
 
 # Remembered (request, identity) pairs per process. Dropping them all when full costs one normal
@@ -101,14 +100,12 @@ class CachedReadMiddleware:
         if value is None:
             return False
 
-        limiter = getattr(request.app.state, "rate_limiter", None)
-        if limiter is not None and limiter.enabled:
-            try:
-                await run_in_threadpool(enforce_rate_limit, request, principal.subject)
-            except ProblemException as exc:
-                response = problems.problem_exception_response(request, exc)
-                await response(scope, receive, send)
-                return True
+        try:
+            await enforce_rate_limit_async(request, principal.subject)
+        except ProblemException as exc:
+            response = problems.problem_exception_response(request, exc)
+            await response(scope, receive, send)
+            return True
 
         global _served
         with _served_lock:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import redis
+import redis.asyncio
+from starlette.concurrency import run_in_threadpool
 
 from aim.cache.throttle import RateLimitedWarning
 from aim.errors import ConfigError
@@ -63,10 +65,18 @@ class RateDecision:
 
 
 class RateLimiter:
-    """Fixed-window counter per subject, such as `api_key:<id>` or `user:<id>`."""
+    """Fixed-window counter per subject, such as `api_key:<id>` or `user:<id>`.
 
-    def __init__(self, client: redis.Redis, prefix: str, limit_per_minute: int) -> None:
+    `hit` uses the blocking `client`. `hit_async` uses `async_client` when one is given, so async
+    routes count a request without a threadpool hop, and otherwise runs `hit` in the threadpool.
+    Both count in the same Redis keys.
+    """
+
+    def __init__(
+        self, client: redis.Redis, prefix: str, limit_per_minute: int, async_client: redis.asyncio.Redis | None = None,
+    ) -> None:
         self.client = client
+        self.async_client = async_client
         self.prefix = prefix
         self.limit = limit_per_minute
         self._skip_until = 0.0
@@ -77,14 +87,9 @@ class RateLimiter:
 
     def hit(self, subject: str, now: float | None = None) -> RateDecision:
         """Count one request by `subject` and return whether it is within the limit."""
-        if not self.enabled:
-            return RateDecision(True, 0, 0, 0)
-        if time.monotonic() < self._skip_until:
-            return RateDecision(True, self.limit, self.limit, 0)
-        now = time.time() if now is None else now
-        window = int(now // WINDOW_S)
-        retry_after = max(int((window + 1) * WINDOW_S - now), 1)
-        key = f"{self.prefix}ratelimit:{subject}:{window}"
+        if not self._counting():
+            return self._let_through()
+        key, retry_after = self._window(subject, now)
         try:
             pipe = self.client.pipeline(transaction=False)
             pipe.incr(key)
@@ -93,8 +98,42 @@ class RateLimiter:
             pipe.expire(key, KEY_TTL_S)
             count = int(pipe.execute()[0])
         except redis.RedisError as exc:
-            self._skip_until = time.monotonic() + FAILURE_BACKOFF_S
-            _redis_warning.warning("rate limiting is off while Redis fails (requests are let through): %s", exc)
-            return RateDecision(True, self.limit, self.limit, 0)
-        remaining = max(self.limit - count, 0)
-        return RateDecision(count <= self.limit, self.limit, remaining, retry_after)
+            return self._failed(exc)
+        return self._decide(count, retry_after)
+
+    async def hit_async(self, subject: str, now: float | None = None) -> RateDecision:
+        """Do what `hit` does, on the event loop when an async client is set."""
+        if self.async_client is None:
+            return await run_in_threadpool(self.hit, subject, now)
+        if not self._counting():
+            return self._let_through()
+        key, retry_after = self._window(subject, now)
+        try:
+            async with self.async_client.pipeline(transaction=False) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, KEY_TTL_S)
+                count = int((await pipe.execute())[0])
+        except redis.RedisError as exc:
+            return self._failed(exc)
+        return self._decide(count, retry_after)
+
+    def _counting(self) -> bool:
+        return self.enabled and time.monotonic() >= self._skip_until
+
+    def _let_through(self) -> RateDecision:
+        return RateDecision(True, self.limit, self.limit, 0) if self.enabled else RateDecision(True, 0, 0, 0)
+
+    def _window(self, subject: str, now: float | None) -> tuple[str, int]:
+        """Return the counter key of `subject` in the minute of `now`, and the seconds until that minute ends."""
+        now = time.time() if now is None else now
+        window = int(now // WINDOW_S)
+        retry_after = max(int((window + 1) * WINDOW_S - now), 1)
+        return f"{self.prefix}ratelimit:{subject}:{window}", retry_after
+
+    def _decide(self, count: int, retry_after: int) -> RateDecision:
+        return RateDecision(count <= self.limit, self.limit, max(self.limit - count, 0), retry_after)
+
+    def _failed(self, exc: redis.RedisError) -> RateDecision:
+        self._skip_until = time.monotonic() + FAILURE_BACKOFF_S
+        _redis_warning.warning("rate limiting is off while Redis fails (requests are let through): %s", exc)
+        return RateDecision(True, self.limit, self.limit, 0)

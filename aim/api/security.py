@@ -29,7 +29,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from aim.api.problems import ProblemException
-from aim.api.ratelimit import RateLimiter
+from aim.api.ratelimit import RateDecision, RateLimiter
 from aim.runtime import Runtime
 from aim.services import api_keys, sessions
 from aim.services.actor import ROLES, WRITE_ROLES, Actor, ip_address_or_none
@@ -226,9 +226,7 @@ async def authenticate(
             principal = await run_in_threadpool(_principal_from_stores, request, token)
     except AuthenticationFailed as failed:
         raise unauthorized(failed.reason, failed.message) from None
-    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
-    if limiter is not None and limiter.enabled:
-        await run_in_threadpool(enforce_rate_limit, request, principal.subject)
+    await enforce_rate_limit_async(request, principal.subject)
     request.state.principal = principal
     return principal
 
@@ -238,7 +236,18 @@ def enforce_rate_limit(request: Request, subject: str) -> None:
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is None or not limiter.enabled:
         return
-    decision = limiter.hit(subject)
+    _raise_if_limited(limiter.hit(subject), subject)
+
+
+async def enforce_rate_limit_async(request: Request, subject: str) -> None:
+    """Do what `enforce_rate_limit` does, from async code (see RateLimiter.hit_async)."""
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is None or not limiter.enabled:
+        return
+    _raise_if_limited(await limiter.hit_async(subject), subject)
+
+
+def _raise_if_limited(decision: RateDecision, subject: str) -> None:
     if not decision.allowed:
         raise ProblemException(
             429, "Too many requests",
@@ -254,7 +263,7 @@ def permit(roles: tuple[str, ...], *, agent_scoped: bool = False, operation: str
     passes here and the route calls `principal.require_agent(...)` on the agent it acts for.
     """
 
-    # async: the check is pure CPU, so it runs on the event loop and costs no threadpool hop. It
+    # async: the check and the rate limit run on the event loop and cost no threadpool hop. It
     # calls `authenticate` itself instead of depending on it, because each dependency level costs
     # FastAPI a resolution step on every request.
     async def check(
