@@ -68,22 +68,28 @@ def resolve_redis_url(settings: Settings) -> str:
     return embedded.ensure_redis(settings.data_dir)
 
 
-def make_redis(url: str, settings: Settings) -> redis.Redis:
+def _pool_options(settings: Settings) -> dict[str, object]:
     # A blocking pool waits up to the timeout for a free connection instead of raising
     # "Too many connections" under bursts. Short socket timeouts let callers fall back to PostgreSQL
     # quickly when Redis is down.
+    return {
+        "max_connections": settings.redis_pool_max,
+        "timeout": settings.redis_pool_timeout_s,
+        "socket_timeout": 1.0,
+        "socket_connect_timeout": 1.0,
+        "health_check_interval": 30,
+    }
+
+
+def _backoff() -> ExponentialBackoff:
     # One quick retry instead of redis-py's default backoff of several seconds, so an outage costs
     # each call milliseconds before the caller falls back to PostgreSQL.
-    retry = Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1)
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=settings.redis_pool_max,
-        timeout=settings.redis_pool_timeout_s,
-        socket_timeout=1.0,
-        socket_connect_timeout=1.0,
-        health_check_interval=30,
-    )
-    return redis.Redis(connection_pool=pool, retry=retry)
+    return ExponentialBackoff(cap=0.05, base=0.01)
+
+
+def make_redis(url: str, settings: Settings) -> redis.Redis:
+    pool = redis.BlockingConnectionPool.from_url(url, **_pool_options(settings))
+    return redis.Redis(connection_pool=pool, retry=Retry(_backoff(), retries=1))
 
 
 def make_async_redis(url: str, settings: Settings) -> redis.asyncio.Redis:
@@ -91,16 +97,8 @@ def make_async_redis(url: str, settings: Settings) -> redis.asyncio.Redis:
 
     Bind it to one event loop: create it inside the loop that uses it, and close it there.
     """
-    retry = redis.asyncio.retry.Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1)
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url,
-        max_connections=settings.redis_pool_max,
-        timeout=settings.redis_pool_timeout_s,
-        socket_timeout=1.0,
-        socket_connect_timeout=1.0,
-        health_check_interval=30,
-    )
-    return redis.asyncio.Redis(connection_pool=pool, retry=retry)
+    pool = redis.asyncio.BlockingConnectionPool.from_url(url, **_pool_options(settings))
+    return redis.asyncio.Redis(connection_pool=pool, retry=redis.asyncio.retry.Retry(_backoff(), retries=1))
 
 
 def build_runtime(settings: Settings, *, upgrade: bool = True) -> Runtime:

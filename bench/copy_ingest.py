@@ -140,7 +140,8 @@ def timed_ingest(db: Database, label: str, rows: Iterable[tuple]) -> int:
 def rows_for(args: argparse.Namespace, org: uuid.UUID, start: datetime, end: datetime) -> Iterable[tuple]:
     """Return the benchmark's rows for [start, end]: a generator with --stream, else a list built now.
 
-    A list keeps the cost of making up rows out of the ingest figures, as a file parser's would be.
+    A list keeps the cost of generating rows out of the ingest figures. An import from a file pays
+    for its parser instead.
     """
     rows = audit_rows(org, args.rows, start, end)
     return rows if args.stream else list(rows)

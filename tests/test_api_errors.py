@@ -303,7 +303,7 @@ def test_async_limiter_fails_open(runtime):
         try:
             limiter = RateLimiter(runtime.redis, prefix, 1, async_client=dead)
             first = (await limiter.hit_async("api_key:z")).allowed
-            # Right after a failure the limiter skips Redis, so a reachable server sees no counter.
+            # Right after a failure the limiter skips Redis, so a reachable server gets no counter.
             limiter.async_client = live
             second = (await limiter.hit_async("api_key:z")).allowed
             return [first, second]

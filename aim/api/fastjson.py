@@ -27,6 +27,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from aim.api import fastpath
+
 _OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 
 
@@ -92,7 +94,6 @@ async def cached_json_async(
     With `request`, a GET is remembered so that the same caller's same request can be served
     before routing next time (see aim.api.fastpath).
     """
-    from aim.api import fastpath
     from aim.cache import get_cache
 
     key = _cache_key(scope, query)

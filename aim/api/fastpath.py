@@ -26,13 +26,13 @@ from aim.api.problems import ProblemException
 from aim.api.security import Principal, enforce_rate_limit_async, principal_from_memory
 from aim.services.users import AuthenticationFailed
 
-# Remembered (request, identity) pairs per process. Dropping them all when full costs one normal
-# request per pair, so no finer eviction is needed.
+# Maximum number of remembered (request, identity) pairs per process. Dropping them all when full
+# costs one normal request per pair, so no finer eviction is needed.
 MEMO_MAX = 8192
 
 MemoKey = tuple[str, bytes, str, uuid.UUID, uuid.UUID, str, uuid.UUID | None, uuid.UUID | None]
 
-# Builds the response from a cached value that is not a rendered body, such as a dict.
+# A function that builds the response from a cached value that is not a rendered body, such as a dict.
 Render = Callable[[Any], Response]
 
 _memo: dict[MemoKey, tuple[str, str, Render | None]] = {}

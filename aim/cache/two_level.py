@@ -199,8 +199,8 @@ class TwoLevelCache:
         fallback counts the same lookup.
 
         With `shared`, repeated hits on the same L1 entry return one decoded object instead of a
-        fresh copy each, so the caller must not change it. Decoding was the largest cost of a hit
-        on a cached response body or API key.
+        fresh copy each, so the caller must not change it. In py-spy profiles of the API, decoding
+        was the largest cost of a hit on a cached response body or API key.
         """
         self._policy(cache)
         _check_key(key)
