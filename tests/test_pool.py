@@ -89,3 +89,22 @@ def test_pool_never_hands_out_terminated_connection(settings, database_url):
             assert database.fetch_value("test.after_terminate", "SELECT pg_backend_pid()") != backend
     finally:
         database.close()
+
+
+def test_returned_connection_is_back_in_the_pool_at_once(settings, database_url):
+    # A `reset` callback would return it on a pool worker thread, later; the next borrow would then
+    # wait for that thread or open another connection.
+    pool_settings = dataclasses.replace(settings, db_pool_min=1, db_pool_max=1)
+    database = Database(pool_settings, database_url)
+    database.open()
+    try:
+        backend = database.fetch_value("test.backend_pid", "SELECT pg_backend_pid()")
+        assert database.pool.get_stats()["pool_available"] == 1
+
+        with database.pinned() as conn:
+            assert database.pool.get_stats()["pool_available"] == 0
+            assert conn.info.backend_pid == backend
+        assert database.pool.get_stats()["pool_available"] == 1
+        assert database.fetch_value("test.same_backend", "SELECT pg_backend_pid()") == backend
+    finally:
+        database.close()

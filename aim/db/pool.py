@@ -53,26 +53,32 @@ def _has_unread_input(conn: psycopg.Connection) -> bool:
     return bool(readable)
 
 
-class _IdleCheck:
-    """Pool `check` and `reset` callbacks: a round-trip check only for connections idle a while.
+class _CheckedPool(ConnectionPool):
+    """A pool whose `check` round-trips only for connections that idled a while.
 
     A connection returned less than `idle_s` ago gets a zero-wait poll of its socket instead. That
     catches every connection that its server closed or sent an error, because the FATAL message or
     the end of file is already readable. A peer that vanished without closing the socket (a network
     partition) is caught only by the round-trip check, once the connection has idled `idle_s`.
+
+    The return time is stamped in `putconn`, in the caller's thread. A `reset` callback would do the
+    same, but psycopg_pool runs `reset` on its worker threads, which cost a thread hand-off per
+    borrow and kept the connection out of the pool until a worker ran.
     """
 
-    def __init__(self, idle_s: float = CHECK_AFTER_IDLE_S) -> None:
+    def __init__(self, *args: Any, idle_s: float = CHECK_AFTER_IDLE_S, **kwargs: Any) -> None:
         self.idle_s = idle_s
         self._returned_at: weakref.WeakKeyDictionary[psycopg.Connection, float] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
+        self._returned_lock = threading.Lock()
+        super().__init__(*args, check=self._check_recent, **kwargs)
 
-    def reset(self, conn: psycopg.Connection) -> None:
-        with self._lock:
+    def putconn(self, conn: psycopg.Connection) -> None:
+        with self._returned_lock:
             self._returned_at[conn] = time.monotonic()
+        super().putconn(conn)
 
-    def check(self, conn: psycopg.Connection) -> None:
-        with self._lock:
+    def _check_recent(self, conn: psycopg.Connection) -> None:
+        with self._returned_lock:
             returned_at = self._returned_at.get(conn)
         recent = returned_at is not None and time.monotonic() - returned_at < self.idle_s
         if not recent or conn.closed or _has_unread_input(conn):
@@ -107,8 +113,7 @@ def _configure(conn: psycopg.Connection) -> None:
 def _make_pool(url: str, settings: Settings, name: str) -> ConnectionPool:
     # The check runs before a connection that was idle is handed out, so one that the server closed
     # (idle timeout, restart, failover) is replaced instead of failing the caller's first query.
-    idle_check = _IdleCheck()
-    return ConnectionPool(
+    return _CheckedPool(
         url,
         name=name,
         min_size=settings.db_pool_min,
@@ -117,8 +122,6 @@ def _make_pool(url: str, settings: Settings, name: str) -> ConnectionPool:
         max_idle=settings.db_max_idle_s,
         max_lifetime=settings.db_max_lifetime_s,
         configure=_configure,
-        check=idle_check.check,
-        reset=idle_check.reset,
         kwargs={
             # Autocommit, so a single-statement borrow costs one round trip instead of three (BEGIN,
             # the statement, COMMIT). Blocks that need a transaction open one explicitly: see
