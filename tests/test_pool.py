@@ -91,9 +91,9 @@ def test_pool_never_hands_out_terminated_connection(settings, database_url):
         database.close()
 
 
-def test_returned_connection_is_back_in_the_pool_at_once(settings, database_url):
-    # A `reset` callback would return it on a pool worker thread, later; the next borrow would then
-    # wait for that thread or open another connection.
+def test_putconn_returns_connection_at_once(settings, database_url):
+    # With a `reset` callback, a pool worker thread returns the connection later, so the next borrow
+    # waits for that thread or opens another connection.
     pool_settings = dataclasses.replace(settings, db_pool_min=1, db_pool_max=1)
     database = Database(pool_settings, database_url)
     database.open()

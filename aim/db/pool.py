@@ -61,9 +61,9 @@ class _CheckedPool(ConnectionPool):
     the end of file is already readable. A peer that vanished without closing the socket (a network
     partition) is caught only by the round-trip check, once the connection has idled `idle_s`.
 
-    The return time is stamped in `putconn`, in the caller's thread. A `reset` callback would do the
-    same, but psycopg_pool runs `reset` on its worker threads, which cost a thread hand-off per
-    borrow and kept the connection out of the pool until a worker ran.
+    The return time is stamped in `putconn`, in the caller's thread. psycopg_pool runs a `reset`
+    callback on its worker threads instead, which costs a thread hand-off per borrow and keeps the
+    connection out of the pool until a worker runs it.
     """
 
     def __init__(self, *args: Any, idle_s: float = CHECK_AFTER_IDLE_S, **kwargs: Any) -> None:
