@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from aim.db import audit_ingest
+from aim.db import audit_ingest, staging
 from aim.db.audit_ingest import BULK_MIN_ROWS, ingest_audit_rows, insert_audit
 from aim.errors import ValidationError
 
@@ -72,7 +72,9 @@ def _month_count(db):
 
 
 def _staging_tables(db):
-    return db.fetch_value("test.staging", "SELECT count(*) FROM pg_class WHERE relname LIKE 'audit_logs_%%_load_%%'")
+    return db.fetch_value(
+        "test.staging", "SELECT count(*) FROM pg_class WHERE relkind = 'r' AND relname LIKE 'audit_logs_%%_load_%%'"
+    )
 
 
 def _insert_one(db, org, index):
@@ -320,3 +322,85 @@ def test_bulk_load_restores_statement_timeout(db):
 
     assert timeout_after == timeout_before
     assert audit_ingest.BULK_STATEMENT_TIMEOUT != next(iter(timeout_before.values()))
+
+
+# --- helper sessions (aim.db.staging) -----------------------------------------------------------
+
+NEXT_MONTH = datetime(2016, 4, 1, tzinfo=timezone.utc)
+
+
+def _helper_log_count(caplog):
+    return sum("for the index builds of" in record.getMessage() for record in caplog.records)
+
+
+def test_revisited_month_loads_through_helpers(db, caplog):
+    db.fetch_value("test.ensure_next", "SELECT aim_ensure_audit_partitions(%s, %s)", (NEXT_MONTH, NEXT_MONTH))
+    org = _org(db)
+    before = _partition_oid(db)
+    first = _rows(org, BULK_MIN_ROWS)
+    second = [_row(org, index, occurred_at=NEXT_MONTH + timedelta(seconds=index)) for index in range(BULK_MIN_ROWS)]
+    # Rows of the first month again, after its table was committed and its index builds queued.
+    again = [_row(org, index) for index in range(BULK_MIN_ROWS, BULK_MIN_ROWS + 3_000)]
+    caplog.set_level("INFO", logger="aim.db.staging")
+
+    written = ingest_audit_rows(db, first + second + again)
+
+    assert written == 2 * BULK_MIN_ROWS + 3_000
+    assert _month_count(db) == BULK_MIN_ROWS + 3_000
+    assert _partition_oid(db) != before
+    assert _staging_tables(db) == 0
+    assert _helper_log_count(caplog) == 1
+    ids = db.fetch_value("test.distinct_ids", "SELECT count(DISTINCT id) FROM audit_logs")
+    assert ids == written
+    found = db.fetch_value(
+        "test.index_scan", "SELECT count(*) FROM audit_logs WHERE organization_id = %s AND request_id = %s",
+        (org, f"req-{BULK_MIN_ROWS + 2_999}"),
+    )
+    assert found == 1
+
+
+def test_repeatable_read_caller_skips_helpers(db, caplog):
+    org = _org(db)
+    caplog.set_level("INFO", logger="aim.db.staging")
+
+    with db.transaction() as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        written = ingest_audit_rows(db, _rows(org, ROWS), conn=conn)
+        inside = conn.execute("SELECT count(*) AS n FROM audit_logs").fetchone()["n"]
+
+    assert written == ROWS
+    assert inside == ROWS
+    assert _month_count(db) == ROWS
+    assert _helper_log_count(caplog) == 0
+
+
+def test_rolled_back_caller_leftovers_swept(db):
+    org = _org(db)
+
+    with pytest.raises(RuntimeError):
+        with db.transaction() as conn:
+            ingest_audit_rows(db, _rows(org, ROWS), conn=conn)
+            raise RuntimeError("the caller fails after the ingest")
+    assert _month_count(db) == 0
+    assert _staging_tables(db) == 1
+
+    written = ingest_audit_rows(db, _rows(org, ROWS))
+
+    assert written == ROWS
+    assert _month_count(db) == ROWS
+    assert _staging_tables(db) == 0
+
+
+def test_sweep_keeps_running_ingest_tables(db):
+    with db.transaction() as owner:
+        xid = owner.execute("SELECT pg_current_xact_id()::text AS xid").fetchone()["xid"]
+        name = f"{PARTITION}_load_{xid}_0123abcd"
+        with psycopg.connect(db.url, autocommit=True) as other:
+            other.execute(f'CREATE TABLE "{name}" (id bigint)')
+            with db.pool.connection() as conn:
+                assert staging.sweep_orphans(db, conn) == []
+            assert _staging_tables(db) == 1
+
+    with db.pool.connection() as conn:
+        assert staging.sweep_orphans(db, conn) == [name]
+    assert _staging_tables(db) == 0

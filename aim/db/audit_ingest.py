@@ -17,7 +17,7 @@ import re
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import orjson
 import psycopg
@@ -27,7 +27,7 @@ from psycopg.pq import Format
 from psycopg.rows import tuple_row
 from psycopg.types.net import AddressBinaryDumper
 
-from aim.db import partitions
+from aim.db import partitions, staging
 from aim.db.pool import Database, timed_query
 from aim.errors import ValidationError
 
@@ -308,7 +308,7 @@ def _month_bounds(when: datetime) -> tuple[datetime, datetime]:
 class _Month:
     """One UTC month that an ingest call writes to, and where its rows go."""
 
-    __slots__ = ("start", "end", "partition", "pending", "staging")
+    __slots__ = ("start", "end", "partition", "pending", "staging", "helper", "freeze")
 
     def __init__(self, start: datetime, end: datetime, partition: str, bulk_candidate: bool) -> None:
         self.start = start
@@ -319,6 +319,10 @@ class _Month:
         self.pending: list[tuple[int, tuple[Any, ...]]] | None = [] if bulk_candidate else None
         # Staging table of the bulk path, or None when rows go into audit_logs.
         self.staging: str | None = None
+        # Whether a helper session of `aim.db.staging` loads the staging table, not the caller's transaction.
+        self.helper = False
+        # Whether COPY into the staging table may use FREEZE: only in the transaction that created it.
+        self.freeze = True
 
 
 class _CopyStream:
@@ -328,19 +332,20 @@ class _CopyStream:
     `close()`, which callers use before any other query because none can run during a COPY.
     """
 
-    def __init__(self, conn: psycopg.Connection, batch_size: int) -> None:
-        self.conn = conn
+    def __init__(self, batch_size: int) -> None:
         self.batch_size = batch_size
+        self.conn: psycopg.Connection | None = None
         self.table: str | None = None
         self.copy: psycopg.Copy | None = None
         self.stack = contextlib.ExitStack()
         # Row index in the caller's iterable of each line of the open statement, for error messages.
         self.indexes: list[int] = []
 
-    def write(self, table: str, index: int, row: tuple[Any, ...]) -> None:
-        if self.copy is None or table != self.table or len(self.indexes) >= self.batch_size:
+    def write(self, conn: psycopg.Connection, table: str, index: int, row: tuple[Any, ...], freeze: bool = False
+              ) -> None:
+        if self.copy is None or table != self.table or conn is not self.conn or len(self.indexes) >= self.batch_size:
             self.close()
-            self._open(table)
+            self._open(conn, table, freeze)
         self.indexes.append(index)
         try:
             self.copy.write_row(row)
@@ -349,16 +354,17 @@ class _CopyStream:
             self.abort(exc)
             raise error from None
 
-    def _open(self, table: str) -> None:
+    def _open(self, conn: psycopg.Connection, table: str, freeze: bool) -> None:
         statement = sql.SQL(COPY_TEMPLATE).format(
             table=sql.Identifier(table),
-            freeze=sql.SQL("" if table == "audit_logs" else STAGING_COPY_OPTIONS),
+            freeze=sql.SQL(STAGING_COPY_OPTIONS if freeze else ""),
             columns=sql.SQL(", ").join(sql.Identifier(column) for column in AUDIT_COLUMNS),
         )
         self.stack.enter_context(timed_query("audit.copy"))
-        cursor = self.stack.enter_context(self.conn.cursor())
+        cursor = self.stack.enter_context(conn.cursor())
         _register_dumpers(cursor)
         self.copy = self.stack.enter_context(cursor.copy(statement))
+        self.conn = conn
         self.table = table
 
     def close(self) -> None:
@@ -400,36 +406,64 @@ def _copy_error(exc: psycopg.errors.DataError, indexes: list[int]) -> Validation
 class _Ingest:
     """Route one call's validated rows: COPY into audit_logs, or the bulk path for empty months."""
 
-    def __init__(self, db: Database, conn: psycopg.Connection, batch_size: int, bulk: bool) -> None:
+    def __init__(self, db: Database, conn: psycopg.Connection, batch_size: int, bulk: bool,
+                 cleanup: contextlib.ExitStack) -> None:
         self.db = db
         self.conn = conn
         self.bulk = bulk
-        self.stream = _CopyStream(conn, batch_size)
+        self.stream = _CopyStream(batch_size)
         self.months: dict[datetime, _Month] = {}
         # The month of the previous row, so most rows cost two comparisons.
         self.current: _Month | None = None
         self.bulk_months = 0
         # The caller's statement_timeout, saved when the bulk path first raises it.
         self.saved_timeout: str | None = None
+        # Helper sessions of the bulk path, set up when the first month qualifies. `cleanup` closes
+        # them after the caller's transaction ends.
+        self.cleanup = cleanup
+        self.parallel: staging.ParallelStaging | None = None
 
     def add(self, index: int, row: tuple[Any, ...]) -> None:
         month = self.current
         if month is None or not month.start <= row[1] < month.end:
             month = self._month(row[1])
         if month.pending is None:
-            self.stream.write(month.staging or "audit_logs", index, row)
+            self._write(month, index, row)
             return
         month.pending.append((index, row))
         if len(month.pending) >= BULK_MIN_ROWS:
+            self._stage(month)
+
+    def _write(self, month: _Month, index: int, row: tuple[Any, ...]) -> None:
+        if month.staging is None:
+            self.stream.write(self.conn, "audit_logs", index, row)
+        elif not month.helper:
+            self.stream.write(self.conn, month.staging, index, row, freeze=True)
+        elif self.parallel.is_loading(month.staging):
+            self.stream.write(self.parallel.loader, month.staging, index, row, freeze=month.freeze)
+        else:
+            # The month's table was committed when the ingest moved to another month, so COPY runs
+            # without FREEZE now.
             self.stream.close()
-            if self.saved_timeout is None:
-                self.saved_timeout = partitions.set_local(
-                    self.db, self.conn, "statement_timeout", BULK_STATEMENT_TIMEOUT
-                )
+            month.freeze = False
+            self.stream.write(self.parallel.reopen(month.staging), month.staging, index, row)
+
+    def _stage(self, month: _Month) -> None:
+        """Move `month` to the bulk path: create its staging table and copy the rows held back."""
+        self.stream.close()
+        if self.saved_timeout is None:
+            self.saved_timeout = partitions.set_local(self.db, self.conn, "statement_timeout", BULK_STATEMENT_TIMEOUT)
+        month.helper = staging.can_use_helpers(self.db, self.conn)
+        if not month.helper:
             month.staging = partitions.create_staging_table(self.db, self.conn, month.partition)
-            pending, month.pending = month.pending, None
-            for pending_index, pending_row in pending:
-                self.stream.write(month.staging, pending_index, pending_row)
+        else:
+            if self.parallel is None:
+                self.parallel = staging.ParallelStaging(self.db, self.conn, BULK_STATEMENT_TIMEOUT)
+                self.cleanup.callback(self.parallel.close)
+            _, month.staging = self.parallel.create(month.partition)
+        pending, month.pending = month.pending, None
+        for pending_index, pending_row in pending:
+            self._write(month, pending_index, pending_row)
 
     def _month(self, when: datetime) -> _Month:
         start, end = _month_bounds(when)
@@ -461,12 +495,26 @@ class _Ingest:
         candidate = self.bulk and partitions.partition_is_empty(self.db, self.conn, partition)
         return _Month(start, end, partition, candidate)
 
+    def _build_indexes(self, staged: list[_Month]) -> list[list[tuple[str, str]]]:
+        """Build the indexes of each staged month and return their renames, in the order of `staged`.
+
+        Months loaded in the caller's transaction are indexed on its connection, meanwhile the
+        helper sessions go on with theirs.
+        """
+        renames = {
+            month.staging: partitions.build_staging_indexes(self.db, self.conn, month.partition, month.staging)
+            for month in staged if not month.helper
+        }
+        if self.parallel is not None:
+            renames.update(self.parallel.finish())
+        return [renames[month.staging] for month in staged]
+
     def finish(self) -> None:
         """Write the rows held back, then build indexes and swap in each staged month."""
         for month in self.months.values():
             if month.pending:
                 for index, row in month.pending:
-                    self.stream.write("audit_logs", index, row)
+                    self.stream.write(self.conn, "audit_logs", index, row)
             month.pending = None
         self.stream.close()
         staged = [month for month in self.months.values() if month.staging is not None]
@@ -474,27 +522,29 @@ class _Ingest:
         # audit_logs lasts until the transaction ends and would block all audit reads and writes
         # while later months were still being indexed.
         started = time.perf_counter()
-        renames = [partitions.build_staging_indexes(self.db, self.conn, month.partition, month.staging)
-                   for month in staged]
+        renames = self._build_indexes(staged)
         indexed = time.perf_counter()
         for month, month_renames in zip(staged, renames):
             if partitions.swap_in_staging(self.db, self.conn, month.partition, month.staging, month_renames):
                 self.bulk_months += 1
             else:
                 partitions.insert_from_staging(self.db, self.conn, month.staging, AUDIT_COLUMNS)
+        if self.parallel is not None:
+            self.parallel.handed_over = True
         if staged:
             logger.info("bulk-loaded %d of %d staged audit months: indexes took %.2f s, swaps %.3f s",
                         self.bulk_months, len(staged), indexed - started, time.perf_counter() - indexed)
 
 
-def _ingest(db: Database, conn: psycopg.Connection, rows: Iterable[Any], batch_size: int, bulk: bool) -> int:
+def _ingest(db: Database, conn: psycopg.Connection, rows: Iterable[Any], batch_size: int, bulk: bool,
+            cleanup: contextlib.ExitStack) -> int:
     """Stream `rows` into audit_logs and return how many were written.
 
     Rows are validated and written one at a time, so PostgreSQL stores rows while Python prepares
     the next ones, except for the first BULK_MIN_ROWS rows of a month whose partition is empty,
     which wait in memory until the month qualifies for the bulk path or the rows run out.
     """
-    ingest = _Ingest(db, conn, batch_size, bulk)
+    ingest = _Ingest(db, conn, batch_size, bulk, cleanup)
     written = 0
     try:
         for written, row in enumerate(rows, start=1):
@@ -536,6 +586,13 @@ def ingest_audit_rows(
     The bulk path runs its statements with statement_timeout BULK_STATEMENT_TIMEOUT and restores
     the previous value before returning.
 
+    Under READ COMMITTED, and unless the transaction created a partition first, the staging tables
+    are loaded and indexed on helper connections opened outside the pool (one loading and
+    `aim.db.staging.INDEX_SESSIONS` indexing), so index builds use every core and overlap the
+    loading of later months. Their rows commit before the swap but stay invisible to readers until
+    the swap commits. If the caller's transaction then rolls back, the tables left over are dropped
+    by a later bulk load.
+
     With `conn`, the rows are written in a savepoint of that connection's transaction, and the
     caller should commit soon after a bulk load. Otherwise a primary connection is borrowed and
     committed. NOTE: if that transaction holds row locks that another session waits for while it
@@ -549,12 +606,14 @@ def ingest_audit_rows(
             "batch_size", f"{batch_size!r} is invalid; expected a whole number from 1 to {MAX_BATCH_SIZE}"
         )
     started = time.perf_counter()
-    if conn is None:
-        with db.transaction() as own:
-            total = _ingest(db, own, rows, batch_size, bulk)
-    else:
-        with conn.transaction():
-            total = _ingest(db, conn, rows, batch_size, bulk)
+    # Closes the bulk path's helper sessions once the transaction below has ended.
+    with contextlib.ExitStack() as cleanup:
+        if conn is None:
+            with db.transaction() as own:
+                total = _ingest(db, own, rows, batch_size, bulk, cleanup)
+        else:
+            with conn.transaction():
+                total = _ingest(db, conn, rows, batch_size, bulk, cleanup)
     logger.info("ingested %d audit rows in %.2f s", total, time.perf_counter() - started)
     return total
 

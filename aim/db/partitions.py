@@ -129,18 +129,27 @@ def partition_is_empty(db: Database, conn: psycopg.Connection, partition: str) -
     )
 
 
-def create_staging_table(db: Database, conn: psycopg.Connection, partition: str) -> str:
-    """Create a table shaped like audit_logs, without indexes, that only accepts rows of `partition`'s month.
-
-    Returns its name. The table belongs to `conn`'s transaction, so a rollback removes it.
-    """
-    staging = f"{partition}_load_{uuid.uuid4().hex[:8]}"
-    bounds = db.fetch_value(
+def partition_constraint(db: Database, conn: psycopg.Connection, partition: str) -> str:
+    """Return the partition constraint of `partition` as an SQL expression."""
+    return db.fetch_value(
         "audit.partition_constraint",
         "SELECT pg_get_partition_constraintdef(%s::regclass)",
         (partition,),
         conn=conn,
     )
+
+
+def create_staging_table(
+    db: Database, conn: psycopg.Connection, partition: str, name: str | None = None, bounds: str | None = None
+) -> str:
+    """Create a table shaped like audit_logs, without indexes, that only accepts rows of `partition`'s month.
+
+    Returns its name, which is `name` when given. `bounds` is the partition's constraint, read on
+    `conn` when not given. The table belongs to `conn`'s transaction, so a rollback removes it.
+    """
+    staging = name or f"{partition}_load_{uuid.uuid4().hex[:8]}"
+    if bounds is None:
+        bounds = partition_constraint(db, conn, partition)
     # INCLUDING CONSTRAINTS copies the CHECK constraints ATTACH PARTITION requires, and
     # INCLUDING DEFAULTS the id default, which draws from audit_logs_id_seq as inserts do.
     db.execute(
@@ -174,14 +183,15 @@ def _index_plan(db: Database, conn: psycopg.Connection, partition: str) -> list[
     )
 
 
-def build_staging_indexes(
+def staging_index_plan(
     db: Database, conn: psycopg.Connection, partition: str, staging: str
-) -> list[tuple[str, str]]:
-    """Create on `staging` each index of audit_logs with the same definition.
+) -> list[tuple[str, tuple[str, str] | None]]:
+    """Return a CREATE INDEX statement on `staging` for each index of audit_logs, with the same definition.
 
-    Returns (staging index, name of the matching index on `partition`) pairs, for renaming after the swap.
+    Each statement comes with a (staging index, name of the matching index on `partition`) pair for
+    renaming after the swap, or None when the partition has no such index.
     """
-    renames = []
+    plan = []
     for number, index in enumerate(_index_plan(db, conn, partition)):
         match = _INDEX_DEFINITION.match(index["definition"])
         if match is None:
@@ -194,9 +204,22 @@ def build_staging_indexes(
             f"CREATE {match.group(1) or ''}INDEX {sql.Identifier(name).as_string(conn)} "
             f"ON {sql.Identifier(staging).as_string(conn)} {index['definition'][match.end():]}"
         )
+        plan.append((statement, (name, index["partition_index"]) if index["partition_index"] else None))
+    return plan
+
+
+def build_staging_indexes(
+    db: Database, conn: psycopg.Connection, partition: str, staging: str
+) -> list[tuple[str, str]]:
+    """Create on `staging` each index of audit_logs with the same definition, one after another on `conn`.
+
+    Returns (staging index, name of the matching index on `partition`) pairs, for renaming after the swap.
+    """
+    renames = []
+    for statement, rename in staging_index_plan(db, conn, partition, staging):
         db.execute("audit.build_staging_index", statement, conn=conn)
-        if index["partition_index"]:
-            renames.append((name, index["partition_index"]))
+        if rename is not None:
+            renames.append(rename)
     return renames
 
 

@@ -170,6 +170,17 @@ class Database:
             self.replica_pool.close()
         logger.info("database pools closed")
 
+    def connect_direct(self) -> psycopg.Connection:
+        """Open a primary connection outside the pool, with the pool's settings. The caller closes it.
+
+        For helper sessions of a long bulk operation, which would otherwise hold pool connections
+        that requests need.
+        """
+        kwargs = self.pool.kwargs() if callable(self.pool.kwargs) else self.pool.kwargs
+        conn = psycopg.connect(self.url, **(kwargs or {}))
+        _configure(conn)
+        return conn
+
     def _pool_for(self, stale_ok: bool) -> ConnectionPool:
         return self.replica_pool if stale_ok and self.replica_pool is not None else self.pool
 
