@@ -9,7 +9,8 @@ import pytest
 
 from aim import identity
 from aim.services import organizations
-from test_api_support import (  # noqa: F401 - client is a fixture
+from test_api_support import (  # noqa: F401 - admin and client are fixtures
+    admin,
     assert_problem,
     bearer,
     client,
@@ -19,11 +20,6 @@ from test_api_support import (  # noqa: F401 - client is a fixture
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def admin(db, org_id):
-    return bearer(make_key(db, org_id, "admin"))
 
 
 def test_register_with_generated_key(client, admin):

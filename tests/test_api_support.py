@@ -30,6 +30,12 @@ def client(runtime) -> TestClient:
         yield test_client
 
 
+@pytest.fixture
+def admin(db, org_id) -> dict[str, str]:
+    """Authorization headers of a new admin API key of the test organization."""
+    return bearer(make_key(db, org_id, "admin"))
+
+
 def make_key(db, organization_id: uuid.UUID, role: str = "admin", agent_id: uuid.UUID | None = None) -> str:
     """Create an API key and return its secret."""
     name = f"test-{role}-{uuid.uuid4().hex[:6]}"

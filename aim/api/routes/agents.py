@@ -9,13 +9,12 @@ from typing import Any, Literal
 from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 
 from aim import identity
-from aim.api import schemas
-from aim.api.fastjson import cached_json_async, model_json
+from aim.api import schemas, verify_fastpath
+from aim.api.fastjson import cached_json_async
 from aim.api.paging import Cursor, Limit, page_body, page_json_bytes
-from aim.api.security import Principal, client_address, get_runtime, read, request_id, write
+from aim.api.security import Principal, get_runtime, read, write
 from aim.db import keyset
-from aim.services import agents, listing, verification
-from aim.services.actor import Actor
+from aim.services import agents, listing
 from aim.services.cache_hooks import AGENT_LIST
 
 router = APIRouter(tags=["agents"])
@@ -164,20 +163,8 @@ def verify_action(
     like a signed request is a 422. Every decision is recorded and audited.
     """
     principal.require_agent(agent_id, "verify actions")
-    runtime = get_runtime(request)
     # The signature covers the fields as sent, so the service gets exactly the fields the client set.
-    fields = body.model_dump(exclude_unset=True)
-    actor = Actor("agent", str(agent_id), ip_address=client_address(request),
-                  user_agent=request.headers.get("user-agent"), request_id=request_id(request))
-    decision = verification.verify(runtime.db, runtime.redis, runtime.settings.redis_prefix,
-                                   principal.organization_id, agent_id, fields, actor=actor)
-    # Every value comes from the service in the model's types, so the body is rendered with orjson
-    # instead of validated again (see aim.api.fastjson).
-    return model_json({
-        "decision": decision.decision, "reason": decision.reason, "detail": decision.detail,
-        "verification_id": decision.verification_id, "agent_id": decision.agent_id,
-        "risk_class": decision.risk_class, "trust_score": decision.trust_score, "latency_ms": decision.latency_ms,
-    }, schemas.VerifyResult)
+    return verify_fastpath.respond(request, principal, agent_id, body.model_dump(exclude_unset=True))
 
 
 @router.get("/agents/{agent_id}/trust", response_model=schemas.TrustReport, summary="Trust factors and history")

@@ -1,0 +1,173 @@
+"""The verification fast path: signed requests served before routing, with the route's responses kept."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+
+from aim.api import create_app, verify_fastpath
+from test_api_support import (  # noqa: F401 - admin and client are fixtures
+    admin,
+    assert_problem,
+    bearer,
+    client,
+    make_key,
+    register_agent,
+    signed_verify,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _verify_url(agent_id) -> str:
+    return f"/api/v1/agents/{agent_id}/verify"
+
+
+def _warm(client, headers) -> None:
+    """Resolve the credential once through a normal route, so that it is in L1."""
+    assert client.get("/api/v1/agents?limit=1", headers=headers).status_code == 200
+
+
+def test_allowed_served_on_fast_path(client, admin):
+    agent, key = register_agent(client, admin)
+    _warm(client, admin)
+    before = verify_fastpath.served()
+
+    response = client.post(_verify_url(agent["id"]), json=signed_verify(agent["id"], key), headers=admin)
+
+    assert response.status_code == 200, response.text
+    assert verify_fastpath.served() == before + 1
+    body = response.json()
+    assert body["decision"] == "allowed"
+    assert body["reason"] == "ok"
+    assert body["agent_id"] == agent["id"]
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["x-request-id"]
+
+
+def test_replay_denied_on_fast_path(client, admin):
+    agent, key = register_agent(client, admin)
+    _warm(client, admin)
+    request = signed_verify(agent["id"], key)
+    before = verify_fastpath.served()
+
+    first = client.post(_verify_url(agent["id"]), json=request, headers=admin).json()
+    second = client.post(_verify_url(agent["id"]), json=request, headers=admin).json()
+
+    assert verify_fastpath.served() == before + 2
+    assert first["decision"] == "allowed"
+    assert second["decision"] == "denied"
+    assert second["reason"] == "replay"
+
+
+def test_malformed_body_takes_normal_route(client, admin):
+    agent, key = register_agent(client, admin)
+    _warm(client, admin)
+    request = signed_verify(agent["id"], key)
+    del request["nonce"]
+    before = verify_fastpath.served()
+
+    response = client.post(_verify_url(agent["id"]), json=request, headers=admin)
+
+    body = assert_problem(response, 422)
+    assert body["field"] == "nonce"
+    assert verify_fastpath.served() == before
+
+
+def test_invalid_json_takes_normal_route(client, admin):
+    agent, _ = register_agent(client, admin)
+    _warm(client, admin)
+    before = verify_fastpath.served()
+
+    response = client.post(_verify_url(agent["id"]), content=b'{"agent_id": ', headers={
+        **admin, "content-type": "application/json"})
+
+    assert_problem(response, 422)
+    assert verify_fastpath.served() == before
+
+
+def test_query_string_takes_normal_route(client, admin):
+    agent, key = register_agent(client, admin)
+    _warm(client, admin)
+    before = verify_fastpath.served()
+
+    response = client.post(_verify_url(agent["id"]) + "?debug=1", json=signed_verify(agent["id"], key), headers=admin)
+
+    body = assert_problem(response, 422)
+    assert body["field"] == "debug"
+    assert verify_fastpath.served() == before
+
+
+def test_other_agent_scope_forbidden(client, db, org_id, admin):
+    agent, key = register_agent(client, admin)
+    other, _ = register_agent(client, admin)
+    scoped = bearer(make_key(db, org_id, "admin", agent_id=uuid.UUID(other["id"])))
+    # Resolves the scoped key through the normal route, so that it is in L1.
+    assert client.post(_verify_url(other["id"]), json={}, headers=scoped).status_code == 422
+    before = verify_fastpath.served()
+
+    response = client.post(_verify_url(agent["id"]), json=signed_verify(agent["id"], key), headers=scoped)
+
+    assert_problem(response, 403, "wrong_scope")
+    assert verify_fastpath.served() == before
+
+
+def test_viewer_role_forbidden(client, db, org_id, admin):
+    agent, key = register_agent(client, admin)
+    viewer = bearer(make_key(db, org_id, "viewer"))
+    _warm(client, viewer)
+
+    response = client.post(_verify_url(agent["id"]), json=signed_verify(agent["id"], key), headers=viewer)
+
+    assert_problem(response, 403, "insufficient_role")
+
+
+def test_agent_of_other_org_not_found(client, db, admin):
+    agent, key = register_agent(client, admin)
+    other_org = db.fetch_value(
+        "test.org", "INSERT INTO organizations (name) VALUES (%s) RETURNING id", (f"org-{uuid.uuid4().hex[:10]}",)
+    )
+    stranger = bearer(make_key(db, other_org, "admin"))
+    _warm(client, stranger)
+    before = verify_fastpath.served()
+
+    response = client.post(_verify_url(agent["id"]), json=signed_verify(agent["id"], key), headers=stranger)
+
+    assert_problem(response, 404)
+    assert verify_fastpath.served() == before + 1
+
+
+def test_rate_limit_counted_once(runtime, db, org_id):
+    app = create_app(runtime, background_jobs=False, rate_limit_per_minute=3)
+    headers = bearer(make_key(db, org_id, "admin"))
+    with TestClient(app, raise_server_exceptions=False) as limited:
+        agent, key = register_agent(limited, headers)
+        _warm(limited, headers)
+        before = verify_fastpath.served()
+        allowed = limited.post(_verify_url(agent["id"]), json=signed_verify(agent["id"], key), headers=headers)
+        over = limited.post(_verify_url(agent["id"]), json=signed_verify(agent["id"], key), headers=headers)
+
+    assert allowed.status_code == 200, allowed.text
+    assert verify_fastpath.served() == before + 1
+    problem = assert_problem(over, 429, "rate_limited")
+    assert "requests per minute" in problem["detail"]
+    assert int(over.headers["retry-after"]) >= 1
+
+
+def test_fast_and_normal_bodies_match(client, db, org_id):
+    headers = bearer(make_key(db, org_id, "admin"))
+    agent, key = register_agent(client, headers)
+    before = verify_fastpath.served()
+
+    # The key was resolved once, by the registration, so the first verification is on the fast path.
+    fast = client.post(_verify_url(agent["id"]), json=signed_verify(agent["id"], key, "files:write"), headers=headers)
+    cold = bearer(make_key(db, org_id, "admin"))
+    normal = client.post(_verify_url(agent["id"]), json=signed_verify(agent["id"], key, "files:write"), headers=cold)
+
+    assert verify_fastpath.served() == before + 1
+    assert fast.status_code == normal.status_code == 200
+    assert set(fast.json()) == set(normal.json())
+    assert fast.json()["reason"] == normal.json()["reason"] == "capability_not_granted"
+    assert fast.headers["content-type"] == normal.headers["content-type"]
