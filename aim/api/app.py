@@ -9,6 +9,7 @@ and the periodic jobs scheduler, and stops them at shutdown.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 from contextlib import asynccontextmanager
@@ -67,6 +68,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         RECORDER.start(runtime.db, runtime.settings.metrics_flush_interval_s)
         scheduler = Scheduler(runtime)
         scheduler.start()
+    if app.state.freeze_heap:
+        # Objects alive after start-up (modules, routes, schemas, pools) move to the permanent
+        # generation, so the full collections that traffic triggers scan only what requests made.
+        # A full collection of the start-up heap alone took about 30 ms on the development machine.
+        gc.collect()
+        gc.freeze()
     logger.info("API started: rate limit %s per minute, background jobs %s",
                 app.state.rate_limit_per_minute or "off", "on" if scheduler else "off")
     try:
@@ -82,12 +89,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(
     runtime: Runtime | None = None, *, background_jobs: bool = True, rate_limit_per_minute: int | None = None,
+    freeze_heap: bool = False,
 ) -> FastAPI:
     """Build the API app.
 
     `runtime` defaults to `aim.runtime.get_runtime()` at startup. `background_jobs=False` leaves the
     metric flusher and the job scheduler off (tests that run several apps in one process).
     `rate_limit_per_minute` defaults to AIM_RATE_LIMIT_PER_MINUTE; 0 turns limiting off.
+    `freeze_heap` calls `gc.freeze()` at the end of start-up, for a server process that runs only
+    this app (see `aim.api.server.create_server_app`).
     """
     options = {"telemetry": NATIVE_TELEMETRY_OFF} if "telemetry" in inspect.signature(FastAPI).parameters else {}
     app = FastAPI(
@@ -102,6 +112,7 @@ def create_app(
     app.state.background_jobs = background_jobs
     app.state.rate_limit_per_minute = limit_from_env() if rate_limit_per_minute is None else rate_limit_per_minute
     app.state.rate_limiter = None
+    app.state.freeze_heap = freeze_heap
 
     problems.install(app)
     templates: list[tuple[str, set[str] | None]] = [(route.path, getattr(route, "methods", None)) for route in app.routes]

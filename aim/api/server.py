@@ -5,13 +5,20 @@ from __future__ import annotations
 import logging
 
 import uvicorn
+from fastapi import FastAPI
 
+from aim.api.app import create_app
 from aim.errors import ValidationError
 
 logger = logging.getLogger(__name__)
 
-APP_FACTORY = "aim.api.app:create_app"
+APP_FACTORY = "aim.api.server:create_server_app"
 MAX_WORKERS = 64
+
+
+def create_server_app() -> FastAPI:
+    """Build the app for a uvicorn worker process, which serves nothing else."""
+    return create_app(freeze_heap=True)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080, workers: int = 1, *, access_log: bool = False) -> None:
