@@ -21,7 +21,7 @@ from fastapi import Depends, FastAPI
 
 from aim.api import problems
 from aim.api.fastpath import CachedReadMiddleware
-from aim.api.verify_fastpath import VerifyFastPath
+from aim.api.fastroutes import FastRoutes
 from aim.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware, RouteTemplates
 from aim.api.query_params import reject_unknown_query_params
 from aim.api.ratelimit import RateLimiter, limit_from_env
@@ -126,7 +126,7 @@ def create_app(
     # add_middleware wraps the app, so the last one added runs first: metrics time everything,
     # including requests the body limit rejects, and those rejections carry the request id. The
     # fast paths run last, so their responses are timed and carry a request id too.
-    app.add_middleware(VerifyFastPath)
+    app.add_middleware(FastRoutes)
     app.add_middleware(CachedReadMiddleware)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestIdMiddleware)

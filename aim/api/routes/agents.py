@@ -9,7 +9,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 
 from aim import identity
-from aim.api import schemas, verify_fastpath
+from aim.api import fastroutes, schemas
 from aim.api.fastjson import cached_json_async
 from aim.api.paging import Cursor, Limit, page_body, page_json_bytes
 from aim.api.security import Principal, get_runtime, read, write
@@ -164,7 +164,7 @@ def verify_action(
     """
     principal.require_agent(agent_id, "verify actions")
     # The signature covers the fields as sent, so the service gets exactly the fields the client set.
-    return verify_fastpath.respond(request, principal, agent_id, body.model_dump(exclude_unset=True))
+    return fastroutes.respond_verify(request, principal, agent_id, body.model_dump(exclude_unset=True))
 
 
 @router.get("/agents/{agent_id}/trust", response_model=schemas.TrustReport, summary="Trust factors and history")

@@ -1,4 +1,4 @@
-"""The verification fast path: signed requests served before routing, with the route's responses kept."""
+"""Fast routes: verifications and audit-log pages served before routing, with the routes' responses kept."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from aim.api import create_app, verify_fastpath
+from aim.api import create_app, fastroutes
 from test_api_support import (  # noqa: F401 - admin and client are fixtures
     admin,
     assert_problem,
@@ -33,12 +33,12 @@ def _warm(client, headers) -> None:
 def test_allowed_served_on_fast_path(client, admin):
     agent, key = register_agent(client, admin)
     _warm(client, admin)
-    before = verify_fastpath.served()
+    before = fastroutes.served("verify")
 
     response = client.post(_verify_url(agent["id"]), json=signed_verify(agent["id"], key), headers=admin)
 
     assert response.status_code == 200, response.text
-    assert verify_fastpath.served() == before + 1
+    assert fastroutes.served("verify") == before + 1
     body = response.json()
     assert body["decision"] == "allowed"
     assert body["reason"] == "ok"
@@ -51,12 +51,12 @@ def test_replay_denied_on_fast_path(client, admin):
     agent, key = register_agent(client, admin)
     _warm(client, admin)
     request = signed_verify(agent["id"], key)
-    before = verify_fastpath.served()
+    before = fastroutes.served("verify")
 
     first = client.post(_verify_url(agent["id"]), json=request, headers=admin).json()
     second = client.post(_verify_url(agent["id"]), json=request, headers=admin).json()
 
-    assert verify_fastpath.served() == before + 2
+    assert fastroutes.served("verify") == before + 2
     assert first["decision"] == "allowed"
     assert second["decision"] == "denied"
     assert second["reason"] == "replay"
@@ -67,37 +67,37 @@ def test_malformed_body_takes_normal_route(client, admin):
     _warm(client, admin)
     request = signed_verify(agent["id"], key)
     del request["nonce"]
-    before = verify_fastpath.served()
+    before = fastroutes.served("verify")
 
     response = client.post(_verify_url(agent["id"]), json=request, headers=admin)
 
     body = assert_problem(response, 422)
     assert body["field"] == "nonce"
-    assert verify_fastpath.served() == before
+    assert fastroutes.served("verify") == before
 
 
 def test_invalid_json_takes_normal_route(client, admin):
     agent, _ = register_agent(client, admin)
     _warm(client, admin)
-    before = verify_fastpath.served()
+    before = fastroutes.served("verify")
 
     response = client.post(_verify_url(agent["id"]), content=b'{"agent_id": ', headers={
         **admin, "content-type": "application/json"})
 
     assert_problem(response, 422)
-    assert verify_fastpath.served() == before
+    assert fastroutes.served("verify") == before
 
 
 def test_query_string_takes_normal_route(client, admin):
     agent, key = register_agent(client, admin)
     _warm(client, admin)
-    before = verify_fastpath.served()
+    before = fastroutes.served("verify")
 
     response = client.post(_verify_url(agent["id"]) + "?debug=1", json=signed_verify(agent["id"], key), headers=admin)
 
     body = assert_problem(response, 422)
     assert body["field"] == "debug"
-    assert verify_fastpath.served() == before
+    assert fastroutes.served("verify") == before
 
 
 def test_other_agent_scope_forbidden(client, db, org_id, admin):
@@ -106,12 +106,12 @@ def test_other_agent_scope_forbidden(client, db, org_id, admin):
     scoped = bearer(make_key(db, org_id, "admin", agent_id=uuid.UUID(other["id"])))
     # Resolves the scoped key through the normal route, so that it is in L1.
     assert client.post(_verify_url(other["id"]), json={}, headers=scoped).status_code == 422
-    before = verify_fastpath.served()
+    before = fastroutes.served("verify")
 
     response = client.post(_verify_url(agent["id"]), json=signed_verify(agent["id"], key), headers=scoped)
 
     assert_problem(response, 403, "wrong_scope")
-    assert verify_fastpath.served() == before
+    assert fastroutes.served("verify") == before
 
 
 def test_viewer_role_forbidden(client, db, org_id, admin):
@@ -131,12 +131,12 @@ def test_agent_of_other_org_not_found(client, db, admin):
     )
     stranger = bearer(make_key(db, other_org, "admin"))
     _warm(client, stranger)
-    before = verify_fastpath.served()
+    before = fastroutes.served("verify")
 
     response = client.post(_verify_url(agent["id"]), json=signed_verify(agent["id"], key), headers=stranger)
 
     assert_problem(response, 404)
-    assert verify_fastpath.served() == before + 1
+    assert fastroutes.served("verify") == before + 1
 
 
 def test_rate_limit_counted_once(runtime, db, org_id):
@@ -145,12 +145,12 @@ def test_rate_limit_counted_once(runtime, db, org_id):
     with TestClient(app, raise_server_exceptions=False) as limited:
         agent, key = register_agent(limited, headers)
         _warm(limited, headers)
-        before = verify_fastpath.served()
+        before = fastroutes.served("verify")
         allowed = limited.post(_verify_url(agent["id"]), json=signed_verify(agent["id"], key), headers=headers)
         over = limited.post(_verify_url(agent["id"]), json=signed_verify(agent["id"], key), headers=headers)
 
     assert allowed.status_code == 200, allowed.text
-    assert verify_fastpath.served() == before + 1
+    assert fastroutes.served("verify") == before + 1
     problem = assert_problem(over, 429, "rate_limited")
     assert "requests per minute" in problem["detail"]
     assert int(over.headers["retry-after"]) >= 1
@@ -159,15 +159,80 @@ def test_rate_limit_counted_once(runtime, db, org_id):
 def test_fast_and_normal_bodies_match(client, db, org_id):
     headers = bearer(make_key(db, org_id, "admin"))
     agent, key = register_agent(client, headers)
-    before = verify_fastpath.served()
+    before = fastroutes.served("verify")
 
     # The key was resolved once, by the registration, so the first verification is on the fast path.
     fast = client.post(_verify_url(agent["id"]), json=signed_verify(agent["id"], key, "files:write"), headers=headers)
     cold = bearer(make_key(db, org_id, "admin"))
     normal = client.post(_verify_url(agent["id"]), json=signed_verify(agent["id"], key, "files:write"), headers=cold)
 
-    assert verify_fastpath.served() == before + 1
+    assert fastroutes.served("verify") == before + 1
     assert fast.status_code == normal.status_code == 200
     assert set(fast.json()) == set(normal.json())
     assert fast.json()["reason"] == normal.json()["reason"] == "capability_not_granted"
     assert fast.headers["content-type"] == normal.headers["content-type"]
+
+
+# --- audit-log pages ------------------------------------------------------------------------------
+
+AUDIT = "/api/v1/audit-logs"
+
+
+@pytest.fixture
+def analyst(db, org_id):
+    return bearer(make_key(db, org_id, "analyst"))
+
+
+def test_audit_pages_served_on_fast_path(client, admin, analyst):
+    for _ in range(3):
+        register_agent(client, admin)
+    first = client.get(AUDIT + "?limit=2", headers=analyst)
+    assert first.status_code == 200, first.text
+    before = fastroutes.served("audit")
+
+    fast_first = client.get(AUDIT + "?limit=2", headers=analyst)
+    cursor = fast_first.json()["next_cursor"]
+    second = client.get(AUDIT, params={"cursor": cursor, "limit": 2}, headers=analyst)
+
+    assert fastroutes.served("audit") == before + 2
+    assert fast_first.status_code == 200, fast_first.text
+    assert fast_first.json()["items"] == first.json()["items"]
+    assert fast_first.headers["content-type"] == "application/json"
+    assert second.status_code == 200, second.text
+    assert len(second.json()["items"]) == 2
+    assert {item["id"] for item in second.json()["items"]}.isdisjoint(item["id"] for item in first.json()["items"])
+
+
+@pytest.mark.parametrize(("query", "status"), [
+    ("?limit=0", 422), ("?limit=abc", 422), ("?limit=1001", 422), ("?debug=1", 422),
+    ("?limit=2&limit=3", 200), ("?action=agent.register", 200), ("?cursor=", 400),
+])
+def test_audit_other_queries_take_normal_route(client, analyst, query, status):
+    client.get(AUDIT + "?limit=1", headers=analyst)
+    before = fastroutes.served("audit")
+
+    response = client.get(AUDIT + query, headers=analyst)
+
+    assert fastroutes.served("audit") == before
+    assert response.status_code == status, response.text
+
+
+def test_audit_tampered_cursor_rejected(client, analyst):
+    client.get(AUDIT + "?limit=1", headers=analyst)
+    before = fastroutes.served("audit")
+
+    response = client.get(AUDIT + "?cursor=not-a-cursor", headers=analyst)
+
+    assert_problem(response, 400)
+    assert fastroutes.served("audit") == before + 1
+
+
+def test_audit_viewer_forbidden(client, db, org_id):
+    viewer = bearer(make_key(db, org_id, "viewer"))
+    client.get("/api/v1/agents?limit=1", headers=viewer)
+    before = fastroutes.served("audit")
+
+    response = client.get(AUDIT, headers=viewer)
+
+    assert_problem(response, 403, "insufficient_role")
+    assert fastroutes.served("audit") == before
