@@ -204,7 +204,7 @@ def test_audit_pages_served_on_fast_path(client, admin, analyst):
 
 
 @pytest.mark.parametrize(("query", "status"), [
-    ("?limit=0", 422), ("?limit=abc", 422), ("?limit=1001", 422), ("?debug=1", 422),
+    ("?limit=0", 422), ("?limit=abc", 422), ("?limit=1001", 422), ("?limit=%C2%B2", 422), ("?debug=1", 422),
     ("?limit=2&limit=3", 200), ("?action=agent.register", 200), ("?cursor=", 400),
 ])
 def test_audit_other_queries_take_normal_route(client, analyst, query, status):

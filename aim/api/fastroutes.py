@@ -27,7 +27,7 @@ import threading
 import uuid
 from collections import Counter
 from typing import Any, Callable
-from urllib.parse import unquote_to_bytes
+from urllib.parse import parse_qsl
 
 import pydantic
 from fastapi import FastAPI, Request, Response
@@ -50,7 +50,7 @@ from aim.services.users import AuthenticationFailed
 
 VERIFY_PATH = re.compile(r"^/api/v1/agents/([0-9A-Fa-f-]{36})/verify$")
 AUDIT_PATH = "/api/v1/audit-logs"
-AUDIT_PARAMS = frozenset((b"cursor", b"limit"))
+AUDIT_PARAMS = frozenset(("cursor", "limit"))
 
 _served: Counter[str] = Counter()
 _served_lock = threading.Lock()
@@ -108,24 +108,24 @@ def _raising(exc: BaseException) -> Receive:
 
 
 def _audit_query(query_string: bytes) -> dict[str, Any] | None:
-    """Return the cursor and limit of an audit-log query string, or None when the route must check it."""
-    values: dict[bytes, bytes] = {}
-    for pair in query_string.split(b"&") if query_string else ():
-        name, separator, raw = pair.partition(b"=")
-        if not separator or name not in AUDIT_PARAMS or name in values:
+    """Return the cursor and limit of an audit-log query string, or None when the route must check it.
+
+    The string is decoded as Starlette decodes it for the route, so both paths see the same values.
+    """
+    values: dict[str, str] = {}
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name not in AUDIT_PARAMS or name in values:
             return None
-        values[name] = unquote_to_bytes(raw.replace(b"+", b" "))
+        values[name] = value
+
     query: dict[str, Any] = {"cursor": None, "limit": keyset.DEFAULT_LIMIT}
-    if b"limit" in values:
-        digits = values[b"limit"]
-        if not digits.isdigit() or not keyset.MIN_LIMIT <= int(digits) <= keyset.MAX_LIMIT:
+    if "limit" in values:
+        digits = values["limit"]
+        if not (digits.isascii() and digits.isdigit()) or not keyset.MIN_LIMIT <= int(digits) <= keyset.MAX_LIMIT:
             return None
         query["limit"] = int(digits)
-    if b"cursor" in values:
-        try:
-            cursor = values[b"cursor"].decode()
-        except UnicodeDecodeError:
-            return None
+    if "cursor" in values:
+        cursor = values["cursor"]
         if not cursor or len(cursor) > keyset.MAX_CURSOR_LENGTH:
             return None
         query["cursor"] = cursor

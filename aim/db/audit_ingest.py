@@ -439,14 +439,13 @@ class _Ingest:
             self.stream.write(self.conn, "audit_logs", index, row)
         elif not month.helper:
             self.stream.write(self.conn, month.staging, index, row, freeze=True)
-        elif self.parallel.is_loading(month.staging):
-            self.stream.write(self.parallel.loader, month.staging, index, row, freeze=month.freeze)
         else:
-            # The month's table was committed when the ingest moved to another month, so COPY runs
-            # without FREEZE now.
-            self.stream.close()
-            month.freeze = False
-            self.stream.write(self.parallel.reopen(month.staging), month.staging, index, row)
+            if not self.parallel.is_loading(month.staging):
+                # The month's table was committed when the ingest moved to another month, so COPY
+                # runs without FREEZE from now on.
+                self.stream.close()
+                month.freeze = False
+            self.stream.write(self.parallel.reopen(month.staging), month.staging, index, row, freeze=month.freeze)
 
     def _stage(self, month: _Month) -> None:
         """Move `month` to the bulk path: create its staging table and copy the rows held back."""
@@ -460,7 +459,7 @@ class _Ingest:
             if self.parallel is None:
                 self.parallel = staging.ParallelStaging(self.db, self.conn, BULK_STATEMENT_TIMEOUT)
                 self.cleanup.callback(self.parallel.close)
-            _, month.staging = self.parallel.create(month.partition)
+            month.staging = self.parallel.create(month.partition)
         pending, month.pending = month.pending, None
         for pending_index, pending_row in pending:
             self._write(month, pending_index, pending_row)

@@ -35,8 +35,8 @@ from aim.db.pool import Database
 logger = logging.getLogger(__name__)
 
 # Index builds that run at once. Two keep both cores of the 2-core development machine busy while
-# the client encodes the next month's rows. With two, bench/copy_ingest.py went from 118,000 to
-# 178,000 rows/s on the bulk path (500,000 rows in two months, embedded PostgreSQL 16).
+# the client encodes the next month's rows. With two, bench/copy_ingest.py went from 154,000-159,000
+# to 173,000-182,000 rows/s on the bulk path (500,000 rows in two months, embedded PostgreSQL 16).
 INDEX_SESSIONS = 2
 
 
@@ -80,7 +80,7 @@ class ParallelStaging:
         self.loader: psycopg.Connection | None = None
         # The staging table whose loading transaction is open on `loader`, if any.
         self.loading: str | None = None
-        # Staging tables created by this call whose rows committed, in creation order.
+        # Staging tables created by this call, in creation order.
         self.tables: list[str] = []
         self.builds: dict[str, list[Future]] = {}
         self.renames: dict[str, list[tuple[str, str]]] = {}
@@ -100,10 +100,10 @@ class ParallelStaging:
         conn.execute("SET max_parallel_maintenance_workers = 0")
         return conn
 
-    def create(self, partition: str) -> tuple[psycopg.Connection, str]:
-        """Create a staging table for `partition` in a new loading transaction, and return the connection and name.
+    def create(self, partition: str) -> str:
+        """Create a staging table for `partition` in a new loading transaction on `loader`, and return its name.
 
-        COPY into it on that connection may use FREEZE until `seal()`.
+        COPY into it on `loader` may use FREEZE until `seal()`.
         """
         self.seal()
         if self.loader is None:
@@ -117,13 +117,12 @@ class ParallelStaging:
         self.loading = staging
         self.tables.append(staging)
         self.partitions[staging] = partition
-        self.renames[staging] = []
-        return self.loader, staging
+        return staging
 
     def reopen(self, staging: str) -> psycopg.Connection:
-        """Open a new loading transaction for more rows of a sealed `staging` table.
+        """Return `loader` with a loading transaction open for `staging`, opening a new one for a sealed table.
 
-        COPY then runs without FREEZE, and waits for index builds that already started on the table.
+        COPY into a sealed table runs without FREEZE, and waits for index builds that already started on it.
         """
         if self.loading == staging:
             assert self.loader is not None
