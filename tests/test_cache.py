@@ -348,6 +348,159 @@ def test_waiter_takes_over_released_lock(runtime, prefix):
         assert other.get(CACHE, "handover") == "after handover"
 
 
+# Stale while reloading (caches with stale_s)
+
+LIST_CACHE = "agent_list"
+
+
+def _slow_compute(started: threading.Event, release: threading.Event, value):
+    def compute():
+        started.set()
+        assert release.wait(30)
+        return value
+
+    return compute
+
+
+def _reload_in_thread(cache: TwoLevelCache, key: str, value) -> tuple[threading.Thread, threading.Event, threading.Event]:
+    """Start a reload of `key` that computes `value` once released; return the thread and its events."""
+    started, release = threading.Event(), threading.Event()
+    thread = threading.Thread(target=cache.get_or_compute, args=(LIST_CACHE, key, _slow_compute(started, release, value)))
+    thread.start()
+    assert started.wait(30)
+    # Released by the test, or after 2 s, so a reader that waits for the reload fails its check
+    # instead of hanging.
+    threading.Timer(2.0, release.set).start()
+    return thread, started, release
+
+
+def test_policies_serve_lists_stale():
+    assert {name for name, policy in POLICIES.items() if policy.stale_s} == {
+        "agent_list", "mcp_server_list", "dashboard_stats",
+    }
+
+
+def test_first_read_after_invalidate_all_reloads(cache):
+    cache.get_or_compute(LIST_CACHE, "page", lambda: "before write")
+    cache.invalidate_all(LIST_CACHE)
+
+    assert cache.get_or_compute(LIST_CACHE, "page", lambda: "after write") == "after write"
+    assert cache.stats()[LIST_CACHE]["stale"] == 0
+
+
+def test_reader_overlapping_reload_gets_stale_value(cache):
+    cache.get_or_compute(LIST_CACHE, "page", lambda: "before write")
+    cache.invalidate_all(LIST_CACHE)
+    thread, _, release = _reload_in_thread(cache, "page", "after write")
+
+    started = time.monotonic()
+    overlapping = cache.get_or_compute(LIST_CACHE, "page", lambda: "not called")
+    local = cache.get_local(LIST_CACHE, "page")
+    waited_s = time.monotonic() - started
+    release.set()
+    thread.join(30)
+
+    assert overlapping == "before write"
+    assert local == "before write"
+    assert waited_s < 1.0
+    assert cache.get_local(LIST_CACHE, "page") == "after write"
+    assert cache.stats()[LIST_CACHE]["stale"] == 2
+
+
+def test_strict_cache_waits_for_reload(cache):
+    cache.get_or_compute(CACHE, "agent", lambda: "before write")
+    cache.invalidate_all(CACHE)
+    started, release = threading.Event(), threading.Event()
+    thread = threading.Thread(target=cache.get_or_compute, args=(CACHE, "agent", _slow_compute(started, release, "new")))
+    thread.start()
+    assert started.wait(30)
+    threading.Timer(0.2, release.set).start()
+
+    assert cache.get_local(CACHE, "agent") is None
+    assert cache.get_or_compute(CACHE, "agent", lambda: "not called") == "new"
+    thread.join(30)
+    assert cache.stats()[CACHE]["stale"] == 0
+
+
+def test_other_process_reload_answered_stale(cache, runtime, prefix):
+    other = TwoLevelCache(runtime.redis, prefix)
+    cache.get_or_compute(LIST_CACHE, "page", lambda: "before write")
+    cache.invalidate_all(LIST_CACHE)
+    thread, _, release = _reload_in_thread(other, "page", "after write")
+
+    started = time.monotonic()
+    answered = cache.get_or_compute(LIST_CACHE, "page", lambda: "not called")
+    again = cache.get_local(LIST_CACHE, "page")
+    waited_s = time.monotonic() - started
+    release.set()
+    thread.join(30)
+    time.sleep(two_level.REMOTE_LOAD_GRACE_S * 2)
+
+    assert (answered, again) == ("before write", "before write")
+    assert waited_s < 1.0
+    assert cache.get_or_compute(LIST_CACHE, "page", lambda: "not called") == "after write"
+    assert cache.stats()[LIST_CACHE]["l2_hit"] == 1
+
+
+def test_stale_value_expires(runtime, prefix):
+    policies = {"pages": CachePolicy("pages", ttl_s=60.0, l1_ttl_s=30.0, stale_s=0.2)}
+    pages = TwoLevelCache(runtime.redis, prefix, policies=policies)
+    pages.get_or_compute("pages", "first", lambda: "before write")
+    pages.invalidate_all("pages")
+    time.sleep(0.3)
+    started, release = threading.Event(), threading.Event()
+    thread = threading.Thread(target=pages.get_or_compute, args=("pages", "first", _slow_compute(started, release, "new")))
+    thread.start()
+    assert started.wait(30)
+
+    stale = pages.get_local("pages", "first")
+    release.set()
+    thread.join(30)
+
+    assert stale is None
+    assert pages.get_local("pages", "first") == "new"
+
+
+def test_single_key_invalidation_never_stale(cache):
+    cache.get_or_compute(LIST_CACHE, "page", lambda: "before write")
+    cache.invalidate_all(LIST_CACHE)
+    cache.invalidate(LIST_CACHE, "page")
+    thread, _, release = _reload_in_thread(cache, "page", "after write")
+
+    during = cache.get_local(LIST_CACHE, "page")
+    release.set()
+    thread.join(30)
+
+    assert during is None
+
+
+def test_overtaken_load_becomes_stale_value(cache):
+    cache.get_or_compute(LIST_CACHE, "page", lambda: "first")
+    cache.invalidate_all(LIST_CACHE)
+
+    def compute():
+        cache.invalidate_all(LIST_CACHE)  # a second write while the reload reads the database
+        return "second"
+
+    assert cache.get_or_compute(LIST_CACHE, "page", compute) == "second"
+    assert cache.get_local(LIST_CACHE, "page") is None
+    thread, _, release = _reload_in_thread(cache, "page", "third")
+    during = cache.get_local(LIST_CACHE, "page")
+    release.set()
+    thread.join(30)
+
+    assert during == "second"
+
+
+def test_policy_rejects_bad_stale_window():
+    with pytest.raises(ValidationError) as info:
+        CachePolicy("bad", ttl_s=60.0, l1_ttl_s=30.0, stale_s=L1_TTL_CAP_S + 1)
+    assert info.value.field == "stale_s"
+    with pytest.raises(ValidationError) as info:
+        CachePolicy("bad", ttl_s=60.0, l1_ttl_s=0.0, stale_s=1.0)
+    assert info.value.field == "stale_s"
+
+
 # Redis outage
 
 

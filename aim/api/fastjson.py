@@ -103,5 +103,5 @@ async def cached_json_async(
     else:
         response = await run_in_threadpool(cached_json, cache, scope, query, render)
     if request is not None:
-        fastpath.remember(request, cache, key)
+        fastpath.remember(request, cache, key, load=functools.partial(cached_json, cache, scope, query, render))
     return response

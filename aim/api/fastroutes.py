@@ -21,7 +21,6 @@ from the route.
 
 from __future__ import annotations
 
-import inspect
 import re
 import threading
 import uuid
@@ -30,7 +29,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qsl
 
 import pydantic
-from fastapi import FastAPI, Request, Response
+from fastapi import Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -78,14 +77,6 @@ def respond_verify(request: Request, principal: Principal, agent_id: uuid.UUID, 
         "verification_id": decision.verification_id, "agent_id": decision.agent_id,
         "risk_class": decision.risk_class, "trust_score": decision.trust_score, "latency_ms": decision.latency_ms,
     }, schemas.VerifyResult)
-
-
-def _exception_handler(app: FastAPI, exc: Exception) -> Callable[..., Any] | None:
-    for kind in type(exc).__mro__:
-        handler = app.exception_handlers.get(kind)
-        if handler is not None:
-            return handler
-    return None
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
@@ -227,12 +218,7 @@ class FastRoutes:
         try:
             response = await run_in_threadpool(respond, *args)
         except Exception as exc:
-            handler = _exception_handler(request.app, exc)
-            if handler is None:
-                raise
-            response = handler(request, exc)
-            if inspect.isawaitable(response):
-                response = await response
+            response = await problems.handled_response(request, exc)
 
         with _served_lock:
             _served[route] += 1

@@ -9,6 +9,7 @@ HTTP errors to that form.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -19,7 +20,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from aim.errors import (
     AIMError,
@@ -251,6 +252,20 @@ async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
                      getattr(request.state, "request_id", None))
     return problem_response(500, "Internal error", "the server failed to handle the request; the log has details",
                             request=request)
+
+
+async def handled_response(request: Request, exc: Exception) -> Response:
+    """Return what the app's exception handler for `exc` answers; re-raise `exc` when none matches.
+
+    For the fast paths that run a route's work before FastAPI routes the request (aim.api.fastpath
+    and aim.api.fastroutes), so that their errors get the route's responses.
+    """
+    for kind in type(exc).__mro__:
+        handler = request.app.exception_handlers.get(kind)
+        if handler is not None:
+            response = handler(request, exc)
+            return await response if inspect.isawaitable(response) else response
+    raise exc
 
 
 def install(app: FastAPI) -> None:

@@ -57,6 +57,11 @@ class SingleFlight(Generic[T]):
                 del self._calls[key]
             call.done.set()
 
+    def running(self, key: Hashable) -> bool:
+        """Return True while a leader runs `fn` for `key`."""
+        with self._lock:
+            return key in self._calls
+
     def in_flight(self) -> int:
         """Return the number of keys whose leader is still running."""
         with self._lock:

@@ -53,6 +53,10 @@ LISTENER_START_WAIT_S = 5.0
 # Waiters poll L2 for the leader's value starting at 5 ms and doubling up to 50 ms between polls.
 LOCK_POLL_INITIAL_S = 0.005
 LOCK_POLL_MAX_S = 0.05
+# After finding a key of a `stale_s` cache locked by another process's load, this process serves
+# the stale value for this long without asking Redis again, so that a burst of reads costs one
+# lock attempt instead of one each.
+REMOTE_LOAD_GRACE_S = 0.05
 
 # Store the computed value only while the caller still holds the lock, then release it. A write or
 # invalidation that ran during the computation deletes the lock, so a value computed from data read
@@ -81,7 +85,7 @@ class _RedisUnavailable(Exception):
 class _Loaded(NamedTuple):
     """Outcome of one load, shared by the threads that waited on it."""
 
-    result: str  # l2_hit or miss
+    result: str  # l2_hit or miss, or l1_hit for a stale value
     data: bytes
     value: Any  # decoded from `data`, for the leader only: waiters decode their own copy
     l1_ttl_cap_s: float | None  # remaining L2 TTL, or None for no cap
@@ -126,6 +130,8 @@ class TwoLevelCache:
         # (the L1 bytes they came from, value). An entry is valid only while L1 contains those same bytes.
         self._shared: dict[tuple[str, str], tuple[bytes, Any]] = {}
         self._flights: SingleFlight[_Loaded] = SingleFlight()
+        # (cache, key) -> monotonic time until which another process is taken to be loading it.
+        self._remote_loads: dict[tuple[str, str], float] = {}
         self._counters_lock = threading.Lock()
         self._counters: dict[str, Counter] = {name: Counter() for name in self._policies}
         # Monotonic time before which Redis calls are skipped after a failure.
@@ -173,20 +179,26 @@ class TwoLevelCache:
         the first thread, and other processes wait on a Redis lock for up to `lock_timeout_s` and
         then compute themselves. An exception from `compute()` propagates to the caller and to the
         threads waiting on it, and nothing is cached. `shared` applies to L1 hits as in `get_local`.
+
+        In a cache with `stale_s` (see `aim.cache.policy`), a caller that would wait for another
+        caller's load gets the value that the last `invalidate_all` dropped instead, when there is
+        one. Such a value counts as an `l1_hit` in the metrics and as `stale` in `stats()`.
         """
         policy = self._policy(cache)
         _check_key(key)
         start = time.perf_counter()
 
         data = self._local.get(cache, key)
+        if data is None and policy.stale_s:
+            data = self._stale_while_loading(cache, key)
         if data is not None:
             value = self._decode_shared(cache, key, data) if shared else decode(data)
             self._record(cache, "l1_hit", start)
             return value
 
-        loaded, shared = self._flights.do((cache, key), lambda: self._load(policy, key, compute))
+        loaded, waited = self._flights.do((cache, key), lambda: self._load(policy, key, compute))
         self._record(cache, loaded.result, start)
-        if shared:
+        if waited:
             self._count(cache, "shared_wait")
             return decode(loaded.data)
         return loaded.value
@@ -196,21 +208,38 @@ class TwoLevelCache:
 
         Pure CPU, with no Redis or PostgreSQL call, so async code may call it on the event loop and
         fall back to `get_or_compute` in a thread on a miss. A miss here is not counted, because the
-        fallback counts the same lookup.
+        fallback counts the same lookup. In a cache with `stale_s`, it returns the dropped value
+        while another thread reloads the key, as `get_or_compute` would.
 
         With `shared`, repeated hits on the same L1 entry return one decoded object instead of a
         fresh copy each, so the caller must not change it. In py-spy profiles of the API, decoding
         was the largest cost of a hit on a cached response body or API key.
         """
-        self._policy(cache)
+        policy = self._policy(cache)
         _check_key(key)
         start = time.perf_counter()
         data = self._local.get(cache, key)
+        if data is None and policy.stale_s:
+            data = self._stale_while_loading(cache, key)
         if data is None:
             return default
         value = self._decode_shared(cache, key, data) if shared else decode(data)
         self._record(cache, "l1_hit", start)
         return value
+
+    def _stale_while_loading(self, cache: str, key: str) -> bytes | None:
+        """Return the stale L1 value of `key` while another thread or process reloads it, else None."""
+        if not self._flights.running((cache, key)):
+            until = self._remote_loads.get((cache, key))
+            if until is None:
+                return None
+            if time.monotonic() > until:
+                self._remote_loads.pop((cache, key), None)
+                return None
+        data = self._local.get_stale(cache, key)
+        if data is not None:
+            self._count(cache, "stale")
+        return data
 
     def _decode_shared(self, cache: str, key: str, data: bytes) -> Any:
         """Return the decoded `data` of L1 entry (`cache`, `key`), decoding it only on its first hit."""
@@ -336,7 +365,8 @@ class TwoLevelCache:
         """Return per-cache counters since construction.
 
         Keys: `l1_hit`, `l2_hit`, `miss` (lookups by result), `compute` (calls of `compute()` in
-        this process), `shared_wait` (calls served by another thread's in-flight load),
+        this process), `shared_wait` (calls served by another thread's in-flight load), `stale`
+        (calls answered with a dropped value while the key reloaded, also counted as `l1_hit`),
         `l2_unavailable` (Redis calls that failed or were skipped) and `l1_size` (live L1 entries).
         """
         with self._counters_lock:
@@ -378,6 +408,8 @@ class TwoLevelCache:
         except _RedisUnavailable:
             data = self._compute(cache, compute)
             loaded = _Loaded("miss", data, decode(data), None)
+        if loaded.result == "l1_hit":
+            return loaded  # a stale value, which must not become current again
         self._fill_l1(policy, key, loaded.data, epoch, loaded.l1_ttl_cap_s)
         return loaded
 
@@ -394,6 +426,15 @@ class TwoLevelCache:
 
         if self._call_redis(cache, "acquire lock", acquire):
             return self._compute_as_leader(policy, generation, key, lock_key, token, compute)
+
+        stale = self._local.get_stale(cache, key) if policy.stale_s else None
+        if stale is not None:
+            # Another process is loading the key, so return the dropped value instead of polling L2.
+            if len(self._remote_loads) >= SHARED_VALUES_MAX:
+                self._remote_loads.clear()
+            self._remote_loads[(cache, key)] = time.monotonic() + REMOTE_LOAD_GRACE_S
+            self._count(cache, "stale")
+            return _Loaded("l1_hit", stale, decode(stale), None)
 
         # Another process holds the lock: poll L2 for its value. If the lock disappears without a
         # value (its holder failed), take the lock and compute here.
@@ -587,7 +628,7 @@ class TwoLevelCache:
         self._count(cache, result)
 
 
-_STAT_FIELDS = ("l1_hit", "l2_hit", "miss", "compute", "shared_wait", "l2_unavailable")
+_STAT_FIELDS = ("l1_hit", "l2_hit", "miss", "compute", "shared_wait", "stale", "l2_unavailable")
 
 
 def _check_key(key: object) -> None:

@@ -252,14 +252,19 @@ def list_servers(
     filters = {"prefix": name_prefix, "status": status, "drift_detected": drift_detected, "source": source}
     scope = {"organization_id": organization_id}
 
-    def compute() -> dict[str, Any]:
-        page = keyset.fetch_page(
+    def fetch() -> keyset.Page:
+        return keyset.fetch_page(
             db, spec, scope=scope, filters=filters, cursor=cursor, limit=limit, secret=secret, count=count
         )
-        return dataclasses.asdict(page)
+
+    def compute() -> dict[str, Any]:
+        # A shallow dict: the cache encodes it at once, so dataclasses.asdict's deep copy of every
+        # row would only cost time (it was half the CPU of an uncached page in a py-spy profile).
+        page = fetch()
+        return {field.name: getattr(page, field.name) for field in dataclasses.fields(page)}
 
     if not use_cache:
-        return keyset.Page(**compute())
+        return fetch()
     from aim.cache import get_cache
 
     key_material = {

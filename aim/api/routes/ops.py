@@ -40,12 +40,13 @@ class CacheCollector(Collector):
         entries = GaugeMetricFamily("aim_cache_l1_entries", "Live entries in the in-process (L1) cache.", labels=["cache"])
         events = CounterMetricFamily(
             "aim_cache_events", "Cache events since start: compute (cold keys computed here), shared_wait "
-                                "(served by another thread's load), l2_unavailable (Redis calls failed or skipped).",
+                                "(served by another thread's load), stale (served a dropped value while the key reloaded), "
+                                "l2_unavailable (Redis calls failed or skipped).",
             labels=["cache", "event"],
         )
         for name, counters in cache.stats().items():
             entries.add_metric([name], counters.get("l1_size", 0))
-            for event in ("compute", "shared_wait", "l2_unavailable"):
+            for event in ("compute", "shared_wait", "stale", "l2_unavailable"):
                 events.add_metric([name, event], counters.get(event, 0))
         yield entries
         yield events
