@@ -12,7 +12,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from fastapi.testclient import TestClient
 
-from aim.api import create_app
+from aim.api import create_app, fastroutes
 from aim.api.middleware import MAX_BODY_BYTES, BodyLimitMiddleware, BodyTooLarge
 from aim.api.ratelimit import RateLimiter, limit_from_env
 from aim.errors import ConfigError
@@ -348,6 +348,35 @@ def test_metrics_time_rejected_bodies(client, admin):
     client.post("/api/v1/agents", content=b"x" * (MAX_BODY_BYTES + 1), headers=admin)
     text = client.get("/metrics").text
     assert 'aim_http_requests_total{method="POST",route="/api/v1/agents",status="413"}' in text
+
+
+def test_fast_path_error_is_500_problem(client, admin, monkeypatch, caplog):
+    def broken(_query_string):
+        raise RuntimeError("fast path bug")
+
+    monkeypatch.setattr(fastroutes, "_audit_query", broken)
+    with caplog.at_level("ERROR", logger="aim.api.problems"):
+        response = client.get("/api/v1/audit-logs?limit=5", headers={**admin, "X-Request-ID": "req-fast-500"})
+
+    problem = assert_problem(response, 500)
+    assert problem["title"] == "Internal error"
+    assert response.headers["x-request-id"] == "req-fast-500"
+    assert "unhandled error on GET /api/v1/audit-logs" in caplog.text
+    text = client.get("/metrics").text
+    assert 'aim_http_requests_total{method="GET",route="/api/v1/audit-logs",status="500"}' in text
+
+
+def test_fast_path_response_timed(client, admin):
+    client.get("/api/v1/audit-logs?limit=3", headers=admin)
+    before = fastroutes.served("audit")
+
+    response = client.get("/api/v1/audit-logs?limit=3", headers={**admin, "X-Request-ID": "req-fast-ok"})
+
+    assert response.status_code == 200, response.text
+    assert fastroutes.served("audit") == before + 1
+    assert response.headers["x-request-id"] == "req-fast-ok"
+    text = client.get("/metrics").text
+    assert 'aim_http_requests_total{method="GET",route="/api/v1/audit-logs",status="200"}' in text
 
 
 def test_healthz_and_readyz(client):

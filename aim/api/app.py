@@ -18,11 +18,12 @@ from typing import AsyncIterator
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI
+from starlette.types import ASGIApp
 
 from aim.api import problems
 from aim.api.fastpath import CachedReadMiddleware
 from aim.api.fastroutes import FastRoutes
-from aim.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware, RouteTemplates
+from aim.api.middleware import BodyLimitMiddleware, RequestMiddleware, RouteTemplates
 from aim.api.query_params import reject_unknown_query_params
 from aim.api.ratelimit import RateLimiter, limit_from_env
 from aim.api.routes import agents, alerts, api_keys, audit, auth, capabilities, mcp, ops, stats
@@ -87,6 +88,23 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("API stopped")
 
 
+class AIMApi(FastAPI):
+    """FastAPI with AIM's request layers outside FastAPI's own middleware.
+
+    FastAPI puts middleware added with `add_middleware` inside its ServerErrorMiddleware and two
+    more layers of its own, and every layer costs each request a call and each response message a
+    `send` wrapper. The fast paths answer most requests under load, so they run first, and only
+    the requests they pass on go through FastAPI's stack. From the outside in: request id and
+    metrics, the body limit, the cached-read fast path, the fast routes, then FastAPI.
+    """
+
+    route_templates: RouteTemplates
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        return RequestMiddleware(BodyLimitMiddleware(CachedReadMiddleware(FastRoutes(stack))), self.route_templates)
+
+
 def create_app(
     runtime: Runtime | None = None, *, background_jobs: bool = True, rate_limit_per_minute: int | None = None,
     freeze_heap: bool = False,
@@ -100,7 +118,7 @@ def create_app(
     this app (see `aim.api.server.create_server_app`).
     """
     options = {"telemetry": NATIVE_TELEMETRY_OFF} if "telemetry" in inspect.signature(FastAPI).parameters else {}
-    app = FastAPI(
+    app = AIMApi(
         **options,
         title="AIM API",
         version=_package_version(),
@@ -123,12 +141,7 @@ def create_app(
     app.include_router(ops.router, responses={500: problems.STANDARD_ERRORS[500]})
     templates.extend((route.path, route.methods) for route in ops.router.routes)
 
-    # add_middleware wraps the app, so the last one added runs first: metrics time everything,
-    # including requests the body limit rejects, and those rejections carry the request id. The
-    # fast paths run last, so their responses are timed and carry a request id too.
-    app.add_middleware(FastRoutes)
-    app.add_middleware(CachedReadMiddleware)
-    app.add_middleware(BodyLimitMiddleware)
-    app.add_middleware(RequestIdMiddleware)
-    app.add_middleware(MetricsMiddleware, templates=RouteTemplates(templates))
+    # Metrics time everything, including requests the body limit rejects, and every response
+    # carries the request id, fast path or not (see AIMApi).
+    app.route_templates = RouteTemplates(templates)
     return app

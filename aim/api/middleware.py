@@ -1,7 +1,9 @@
 """Pure ASGI middleware: request ids, per-route metrics and the request body limit.
 
 These are plain ASGI callables rather than Starlette's BaseHTTPMiddleware, which adds a task and a
-memory stream to every request.
+memory stream to every request. `RequestMiddleware` does request ids and metrics in one layer,
+because each layer wraps `send` once more and the API runs them outside FastAPI's own middleware
+(see `aim.api.app`).
 """
 
 from __future__ import annotations
@@ -36,28 +38,6 @@ def _new_request_id() -> str:
     return f"{random.getrandbits(64):016x}"
 
 
-class RequestIdMiddleware:
-    """Take X-Request-ID from the request (or make one), store it in `scope["state"]` and echo it back."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        supplied = next((value for name, value in scope["headers"] if name == REQUEST_ID_HEADER), None)
-        request_id = supplied.decode() if supplied and _REQUEST_ID.match(supplied) else _new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-
-
 class RouteTemplates:
     """Map a request's method and path to its route template, such as /api/v1/agents/{agent_id}.
 
@@ -85,10 +65,14 @@ class RouteTemplates:
         return path_only or UNMATCHED_ROUTE
 
 
-class MetricsMiddleware:
-    """Time each HTTP request and record it by route template, method and status (aim.metrics.observe_http).
+class RequestMiddleware:
+    """Give each HTTP request an id and time it by route template, method and status (aim.metrics.observe_http).
 
-    Unmatched paths share one label, so scanners cannot create unbounded label values.
+    The id is X-Request-ID from the request when it is short and plain, or a new one. It goes into
+    `scope["state"]` and back in the response headers. Unmatched paths share one route label, so
+    scanners cannot create unbounded label values. This is the outermost layer of the API, outside
+    FastAPI's ServerErrorMiddleware, so it also turns an exception raised before any response
+    started into the app's 500 problem response.
     """
 
     def __init__(self, app: ASGIApp, templates: RouteTemplates) -> None:
@@ -100,19 +84,36 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        supplied = next((value for name, value in scope["headers"] if name == REQUEST_ID_HEADER), None)
+        request_id = supplied.decode() if supplied and _REQUEST_ID.match(supplied) else _new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        id_header = (REQUEST_ID_HEADER, request_id.encode())
+        status = 0
 
-        async def send_with_status(message: Message) -> None:
+        async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", []), id_header]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_status)
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if status:
+                raise  # FastAPI's ServerErrorMiddleware sent the 500 already, or the response broke off
+            await self._respond_to_error(scope, receive, send_with_id, exc)
         finally:
             route = self.templates.match(scope["method"], scope["path"])
-            metrics.observe_http(route, scope["method"], status, time.perf_counter() - started)
+            metrics.observe_http(route, scope["method"], status or 500, time.perf_counter() - started)
+
+    async def _respond_to_error(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+        from starlette.requests import Request
+
+        from aim.api.problems import handled_response
+
+        response = await handled_response(Request(scope, receive), exc)
+        await response(scope, receive, send)
 
 
 class BodyTooLarge(ProblemException):
