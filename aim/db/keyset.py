@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -49,6 +50,8 @@ CURSOR_VERSION = 1
 # Domain separation: the instance secret also signs other tokens, so cursor MACs start with a label.
 MAC_LABEL = b"aim.keyset.cursor.v1\n"
 MAC_SIZE = hashlib.sha256().digest_size
+# Distinct (order, scope, filters) fingerprints kept per process.
+FINGERPRINT_CACHE_SIZE = 4096
 
 NEXT = "next"
 PREVIOUS = "prev"
@@ -274,11 +277,19 @@ def _jsonable(value: Any) -> Any:
 
 def filter_fingerprint(spec: ListSpec, scope: Mapping[str, Any], filters: Mapping[str, Any]) -> str:
     """Return a short hash of the list order, scope and filters that a cursor is bound to."""
-    material = {
-        "order": "desc" if spec.descending else "asc",
-        "scope": {name: _jsonable(value) for name, value in scope.items()},
-        "filters": {name: _jsonable(value) for name, value in filters.items()},
-    }
+    # The hashed material is a function of these JSON values alone, so equal keys give equal hashes.
+    return _fingerprint(
+        "desc" if spec.descending else "asc",
+        tuple((name, _jsonable(value)) for name, value in scope.items()),
+        tuple((name, _jsonable(value)) for name, value in filters.items()),
+    )
+
+
+@functools.lru_cache(maxsize=FINGERPRINT_CACHE_SIZE)
+def _fingerprint(order: str, scope: tuple[tuple[str, Any], ...], filters: tuple[tuple[str, Any], ...]) -> str:
+    # Cached because a page checks its cursor and signs up to two more, each needing the fingerprint,
+    # and the RFC 8785 serializer is pure Python.
+    material = {"order": order, "scope": dict(scope), "filters": dict(filters)}
     return base64.urlsafe_b64encode(hashlib.sha256(rfc8785.dumps(material)).digest()[:16]).rstrip(b"=").decode()
 
 
