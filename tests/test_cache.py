@@ -171,6 +171,24 @@ def test_invalidate_all_in_other_process(cache, prefix, settings, redis_url, run
     assert cache.get("trust_scores", "agent-0") == 0.9
 
 
+def test_invalidate_all_several_caches(cache, runtime, prefix):
+    with TwoLevelCache(runtime.redis, prefix) as other:
+        for instance in (cache, other):
+            instance.get_or_compute("agent_list", "page", lambda: "agents")
+            instance.get_or_compute("dashboard_stats", "org", lambda: "figures")
+            instance.get_or_compute("mcp_server_list", "page", lambda: "servers")
+
+        cache.invalidate_all("agent_list", "dashboard_stats")
+
+        assert cache.get_local("agent_list", "page") is None
+        assert cache.get_local("dashboard_stats", "org") is None
+        assert _poll(lambda: other.get_local("agent_list", "page"), None) is None
+        assert _poll(lambda: other.get_local("dashboard_stats", "org"), None) is None
+        assert other.get("dashboard_stats", "org") is None
+        assert other.get_local("mcp_server_list", "page") == "servers"
+        assert cache.get("mcp_server_list", "page") == "servers"
+
+
 def test_invalidate_in_same_process(cache, runtime, prefix):
     cache.set(CACHE, "agent-3", [1, 2, 3])
     cache.invalidate(CACHE, "agent-3")

@@ -338,26 +338,36 @@ class TwoLevelCache:
         # After the L2 delete, for the same reason as in `set`.
         self._local.invalidate(cache, key)
 
-    def invalidate_all(self, cache: str) -> None:
-        """Drop every key of `cache` on both levels and in every process by moving to a new generation."""
-        self._policy(cache)
-        message = self._message(cache, all_keys=True)
+    def invalidate_all(self, cache: str, *more: str) -> None:
+        """Drop every key of `cache` (and of each cache in `more`) on both levels and in every process.
 
-        def bump() -> int:
+        Each cache moves to a new generation. All of them change in one Redis round trip, with one
+        message per cache, which processes of any version apply.
+        """
+        caches = (cache, *more)
+        for name in caches:
+            self._policy(name)
+        messages = [self._message(name, all_keys=True) for name in caches]
+
+        def bump() -> list[int]:
             pipe = self._client.pipeline(transaction=True)
-            pipe.incr(self._generation_key(cache))
-            pipe.publish(self.channel, message)
-            generation, _receivers = pipe.execute()
-            return int(generation)
+            for name in caches:
+                pipe.incr(self._generation_key(name))
+            for message in messages:
+                pipe.publish(self.channel, message)
+            return [int(generation) for generation in pipe.execute()[:len(caches)]]
 
+        generations: list[int | None]
         try:
-            generation = self._call_redis(cache, "invalidate_all", bump)
+            generations = list(self._call_redis(cache, "invalidate_all", bump))
         except _RedisUnavailable:
-            generation = None
-            self._pending.add(cache, None)
+            generations = [None] * len(caches)
+            for name in caches:
+                self._pending.add(name, None)
         # Invalidate L1 after INCR, so a concurrent reader that fetched the old generation before
         # the INCR cannot store it: its epoch no longer matches.
-        self._local.invalidate_all(cache, generation)
+        for name, generation in zip(caches, generations):
+            self._local.invalidate_all(name, generation)
 
     # Introspection
 

@@ -48,14 +48,11 @@ def agent_changed(agent_id: uuid.UUID | str) -> None:
     cache = _cache()
     cache.invalidate(AGENT_METADATA, str(agent_id))
     cache.invalidate(TRUST_SCORES, str(agent_id))
-    cache.invalidate_all(AGENT_LIST)
-    cache.invalidate_all(DASHBOARD_STATS)
+    cache.invalidate_all(AGENT_LIST, DASHBOARD_STATS)
 
 
 def agent_registered() -> None:
-    cache = _cache()
-    cache.invalidate_all(AGENT_LIST)
-    cache.invalidate_all(DASHBOARD_STATS)
+    _cache().invalidate_all(AGENT_LIST, DASHBOARD_STATS)
 
 
 def trust_changed(agent_id: uuid.UUID | str) -> None:
@@ -68,9 +65,7 @@ def agent_list_changed() -> None:
 
 
 def mcp_servers_changed() -> None:
-    cache = _cache()
-    cache.invalidate_all(MCP_SERVER_LIST)
-    cache.invalidate_all(DASHBOARD_STATS)
+    _cache().invalidate_all(MCP_SERVER_LIST, DASHBOARD_STATS)
 
 
 def stats_changed() -> None:
