@@ -43,6 +43,10 @@ ENDPOINTS = (
 )
 ENDPOINTS_BY_NAME = {endpoint.name: endpoint for endpoint in ENDPOINTS}
 
+# Requests per second of the churn phase: each registration drops the cached agent list and
+# overview in every process while both are read. It shows how reads fare while their cache reloads.
+CHURN_RATES = {"GET /agents": 300.0, "GET /dashboard/stats": 300.0, "POST /agents": 60.0}
+
 
 def rate_share(endpoint: Endpoint, total_rate: float) -> float:
     """Return the requests per second that `endpoint` gets out of `total_rate`, by its weight."""

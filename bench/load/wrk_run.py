@@ -18,6 +18,9 @@ Without --url, the script creates its own database and data (bench.load.fixtures
 `aim api --host 127.0.0.1 --workers N` with AIM_RATE_LIMIT_PER_MINUTE=0 (bench.load.server). With
 --url, it uses that server, which must run on the database of --fixture.
 
+With --churn, a third phase sends registrations that drop the cached agent list and overview
+while both are read (targets.CHURN_RATES).
+
 Example: python -m bench.load.wrk_run --workers 2 --duration 60
 
 It prints one table per phase and exits with 1 when a target is missed. The targets are each
@@ -145,16 +148,28 @@ def _parse(name: str, target_rate: float, process: subprocess.Popen, timeout_s: 
 
 def run_mix(url: str, fixture: LoadFixture, total_rate: float, duration_s: int, tag: str) -> list[WrkResult]:
     """Send the request mix at `total_rate` for `duration_s`, one paced wrk process per endpoint."""
-    verify = targets.ENDPOINTS_BY_NAME["POST /agents/{id}/verify"]
+    rates = [(endpoint, targets.rate_share(endpoint, total_rate)) for endpoint in targets.ENDPOINTS]
+    return run_paced(url, fixture, rates, duration_s, tag)
+
+
+def run_churn(url: str, fixture: LoadFixture, duration_s: int, tag: str) -> list[WrkResult]:
+    """Send the churn scenario (targets.CHURN_RATES) for `duration_s`, one paced wrk process per endpoint."""
+    rates = [(targets.ENDPOINTS_BY_NAME[name], rate) for name, rate in targets.CHURN_RATES.items()]
+    return run_paced(url, fixture, rates, duration_s, tag)
+
+
+def run_paced(url: str, fixture: LoadFixture, rates: list[tuple[targets.Endpoint, float]], duration_s: int,
+              tag: str) -> list[WrkResult]:
+    """Send each endpoint at its rate for `duration_s`, all at once, one paced wrk process per endpoint."""
     verify_file = fixture.work_dir / f"verify-{tag}.tsv"
-    verify_count = math.ceil(targets.rate_share(verify, total_rate) * duration_s * 1.2) + 1000
-    write_verify_requests(fixture, verify_count, verify_file)
+    verify_rate = sum(rate for endpoint, rate in rates if endpoint.name == "POST /agents/{id}/verify")
+    if verify_rate:
+        write_verify_requests(fixture, math.ceil(verify_rate * duration_s * 1.2) + 1000, verify_file)
 
     processes = []
-    for endpoint in targets.ENDPOINTS:
-        rate = targets.rate_share(endpoint, total_rate)
+    for endpoint, rate in rates:
         connections = max(4, min(MAX_PACED_CONNECTIONS, math.ceil(rate * CONNECTION_HEADROOM_S)))
-        extra = [str(verify_file)] if endpoint is verify else []
+        extra = [str(verify_file)] if endpoint.name == "POST /agents/{id}/verify" else []
         command = _wrk_command(url, _mode(endpoint), rate, duration_s, connections, 1, tag, extra)
         processes.append((endpoint, rate, _start_wrk(command, fixture, 1)))
     results = [_parse(endpoint.name, rate, process, duration_s + 60) for endpoint, rate, process in processes]
@@ -193,8 +208,11 @@ def run_endpoint_cpu(server: ApiServer, fixture: LoadFixture, rate: float, durat
     return rows
 
 
-def judge_mix(results: list[WrkResult], total_rate: float) -> list[str]:
-    """Return the failed thresholds of the mix, as sentences; empty when every one passed."""
+def judge_mix(results: list[WrkResult], total_rate: float, label: str = "mix") -> list[str]:
+    """Return the failed thresholds of the mix, or of the paced phase named `label`, as sentences.
+
+    The list is empty when every threshold passed.
+    """
     failures = []
     for result in results:
         target = targets.ENDPOINTS_BY_NAME[result.name]
@@ -203,10 +221,10 @@ def judge_mix(results: list[WrkResult], total_rate: float) -> list[str]:
     requests = sum(result.requests for result in results)
     failed = sum(result.failed for result in results)
     if not requests or failed / requests > targets.MAX_ERROR_RATE:
-        failures.append(f"mix: {failed} of {requests} requests failed; expected under {targets.MAX_ERROR_RATE:.0%}")
+        failures.append(f"{label}: {failed} of {requests} requests failed; expected under {targets.MAX_ERROR_RATE:.0%}")
     achieved = sum(result.rate for result in results)
     if achieved < MIN_RATE_FRACTION * total_rate:
-        failures.append(f"mix: {achieved:.0f} req/s achieved; expected at least {MIN_RATE_FRACTION:.0%} of "
+        failures.append(f"{label}: {achieved:.0f} req/s achieved; expected at least {MIN_RATE_FRACTION:.0%} of "
                         f"{total_rate:g} req/s")
     return failures
 
@@ -221,7 +239,7 @@ def judge_max(result: WrkResult) -> list[str]:
     return failures
 
 
-def _print_mix(results: list[WrkResult], total_rate: float, duration_s: int) -> None:
+def _print_mix(results: list[WrkResult], total_rate: float, duration_s: int, title: str = "Mix") -> None:
     rows = []
     for result in results:
         target = targets.ENDPOINTS_BY_NAME[result.name]
@@ -232,7 +250,7 @@ def _print_mix(results: list[WrkResult], total_rate: float, duration_s: int) -> 
     failed = sum(result.failed for result in results)
     rows.append(["all", "", f"{total_rate:.0f}", f"{sum(result.rate for result in results):.0f}", "", "", "", "",
                  f"{failed / requests if requests else 1:.2%}", str(sum(result.late for result in results)), ""])
-    print(f"\nMix at {total_rate:g} req/s for {duration_s} s (open model, wrk + paced.lua):")
+    print(f"\n{title} at {total_rate:g} req/s for {duration_s} s (open model, wrk + paced.lua):")
     print_table(["endpoint", "target p95 ms", "rate req/s", "achieved req/s", "p50 ms", "p95 ms", "p99 ms", "max ms",
                  "errors", "late sends", "result"], rows)
     for result in results:
@@ -267,6 +285,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-threads", type=int, default=2, help="wrk threads of the max phase (default 2)")
     parser.add_argument("--skip-mix", action="store_true", help="run only the GET /agents max phase")
     parser.add_argument("--skip-max", action="store_true", help="run only the mix phase")
+    parser.add_argument("--churn", action="store_true",
+                        help="also run the churn phase after the mix: registrations dropping the cached list and "
+                             "overview while they are read (rates in bench/load/targets.py)")
     parser.add_argument("--cpu-per-endpoint", type=float, default=0, metavar="RATE",
                         help="first send each endpoint alone at RATE req/s for 8 s and print its CPU time per "
                              "request (default 0: skip this phase)")
@@ -350,6 +371,14 @@ def _run_phases(server: ApiServer, fixture: LoadFixture, args: argparse.Namespac
         _print_mix(results, args.rate, args.duration)
         _print_cpu(meter, sum(result.requests for result in results))
         failures += judge_mix(results, args.rate)
+    if args.churn:
+        churn_rate = sum(targets.CHURN_RATES.values())
+        print(f"\nload before the churn phase: {machine_summary(load_only=True)}")
+        meter.start()
+        results = run_churn(server.url, fixture, args.duration, f"{tag}c")
+        _print_mix(results, churn_rate, args.duration, title="Churn")
+        _print_cpu(meter, sum(result.requests for result in results))
+        failures += judge_mix(results, churn_rate, label="churn")
     return failures
 
 
