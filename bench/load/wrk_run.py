@@ -375,7 +375,7 @@ def _run_phases(server: ApiServer, fixture: LoadFixture, args: argparse.Namespac
         churn_rate = sum(targets.CHURN_RATES.values())
         print(f"\nload before the churn phase: {machine_summary(load_only=True)}")
         meter.start()
-        results = run_churn(server.url, fixture, args.duration, f"{tag}c")
+        results = run_churn(server.url, fixture, args.duration, f"{tag}churn")
         _print_mix(results, churn_rate, args.duration, title="Churn")
         _print_cpu(meter, sum(result.requests for result in results))
         failures += judge_mix(results, churn_rate, label="churn")
