@@ -74,6 +74,10 @@ def test_duplicate_name_conflicts_and_writes_nothing(db, org_id):
     count = db.fetch_value("test.count", "SELECT count(*) FROM agents WHERE organization_id = %s AND name = %s",
                            (org_id, name))
     assert count == 1
+    audited = db.fetch_value(
+        "test.count_audit", "SELECT count(*) FROM audit_logs WHERE organization_id = %s AND action = 'agent.register' "
+                            "AND details->>'name' = %s", (org_id, name))
+    assert audited == 1
 
 
 def test_lifecycle_moves_and_audit(db, org_id):

@@ -71,6 +71,28 @@ def test_transaction_rolls_back_on_error(db, org_id):
     assert settings == {}
 
 
+def test_pipelined_transaction_reads_own_writes(db, org_id):
+    with db.transaction(pipelined=True) as conn:
+        db.execute("test.set_org", "UPDATE organizations SET settings = '{\"p\": 1}' WHERE id = %s", (org_id,),
+                   conn=conn)
+        inside = db.fetch_value("test.read_org", "SELECT settings FROM organizations WHERE id = %s", (org_id,),
+                                conn=conn)
+
+    assert inside == {"p": 1}
+    assert db.fetch_value("test.read_org", "SELECT settings FROM organizations WHERE id = %s", (org_id,)) == {"p": 1}
+
+
+def test_pipelined_error_rolls_back_all(db, org_id):
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        with db.transaction(pipelined=True) as conn:
+            db.execute("test.set_org", "UPDATE organizations SET settings = '{\"p\": 2}' WHERE id = %s", (org_id,),
+                       conn=conn)
+            db.execute("test.fail", "SELECT 1 / 0", conn=conn)
+            db.fetch_value("test.after", "SELECT 1", conn=conn)
+
+    assert db.fetch_value("test.read_org", "SELECT settings FROM organizations WHERE id = %s", (org_id,)) == {}
+
+
 def test_upgrade_on_migrated_database_applies_nothing(database_url):
     assert migrate.upgrade(database_url) == []
 

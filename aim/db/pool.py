@@ -218,10 +218,17 @@ class Database:
                 _pinned.reset(token)
 
     @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection]:
-        """Borrow a primary connection inside one transaction: every statement commits or none does."""
+    def transaction(self, *, pipelined: bool = False) -> Iterator[psycopg.Connection]:
+        """Borrow a primary connection inside one transaction: every statement commits or none does.
+
+        With `pipelined`, the connection is in psycopg's pipeline mode: statements are sent without
+        waiting for their results, and reading any result (a fetch) waits for everything sent
+        before it. So a caller that executes several statements and then fetches pays one round
+        trip for them, BEGIN included. A row count read before a fetch is -1, and an error of one
+        statement is raised at the next fetch or at the end of the block.
+        """
         with self.pool.connection() as conn:
-            with conn.transaction():
+            with conn.pipeline() if pipelined else nullcontext(), conn.transaction():
                 yield conn
 
     def fetch_all(

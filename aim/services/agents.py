@@ -14,10 +14,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from aim import identity, trust
-from aim.db.pool import Database
+from aim.db.pool import Database, timed_query
 from aim.errors import Conflict, NotFound, ValidationError
 from aim.services import audit, cache_hooks
 from aim.services.actor import Actor
@@ -112,39 +113,43 @@ def register_agent(
     key_id = identity.compute_key_id(key)
     created_at = created_at or datetime.now(timezone.utc)
 
+    # The id is made here, so no statement after the agent's INSERT needs its result. The pipelined
+    # transaction then sends BEGIN and the INSERTs of the agent, its key, its grants and its audit
+    # row in one round trip. The audit row's id is the first fetch, so a duplicate name raises there.
+    agent_id = uuid.uuid4()
     try:
-        with db.transaction() as conn:
-            agent = db.fetch_one(
-                "agents.insert",
-                f"""
-                INSERT INTO agents (organization_id, name, agent_type, description, status, public_key, key_id,
-                                    key_created_at, key_origin, capabilities, metadata, created_by, created_at,
-                                    updated_at, last_seen_at)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL)
-                RETURNING {AGENT_COLUMNS}
-                """,
-                (
-                    organization_id, name, agent_type, description, status, key, key_id, created_at, origin, caps,
-                    Jsonb(metadata or {}), actor.label, created_at, created_at,
-                ),
-                conn=conn,
-            )
-            assert agent is not None
+        with db.transaction(pipelined=True) as conn, conn.cursor(row_factory=dict_row) as inserted:
+            with timed_query("agents.insert"):
+                inserted.execute(
+                    f"""
+                    INSERT INTO agents (id, organization_id, name, agent_type, description, status, public_key,
+                                        key_id, key_created_at, key_origin, capabilities, metadata, created_by,
+                                        created_at, updated_at, last_seen_at)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL)
+                    RETURNING {AGENT_COLUMNS}
+                    """,
+                    (
+                        agent_id, organization_id, name, agent_type, description, status, key, key_id, created_at,
+                        origin, caps, Jsonb(metadata or {}), actor.label, created_at, created_at,
+                    ),
+                )
             db.execute(
                 "agents.insert_key",
                 """INSERT INTO agent_keys (organization_id, agent_id, key_id, public_key, key_origin, created_at)
                    VALUES (%s, %s, %s, %s, %s, %s)""",
-                (organization_id, agent["id"], key_id, key, origin, created_at),
+                (organization_id, agent_id, key_id, key, origin, created_at),
                 conn=conn,
             )
             for capability in caps:
-                _insert_grant(db, conn, organization_id, agent["id"], capability, actor, created_at)
+                _insert_grant(db, conn, organization_id, agent_id, capability, actor, created_at)
             audit.record(
-                conn, organization_id, actor, "agent.register", "agent", str(agent["id"]),
+                conn, organization_id, actor, "agent.register", "agent", str(agent_id),
                 details={"name": name, "agent_type": agent_type, "key_id": key_id, "key_origin": origin,
                          "capabilities": caps},
                 occurred_at=created_at,
             )
+            agent = inserted.fetchone()
+            assert agent is not None
             score = trust.score_new_agent(db, conn, organization_id, agent, reason="agent registered",
                                           actor=actor.label)
             agent["trust_score"] = score.score
