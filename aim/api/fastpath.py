@@ -10,9 +10,9 @@ checks depend only on the route and the identity.
 
 When a write has dropped the body from L1, the middleware runs the route's remembered loader in
 the threadpool instead. The loader makes the route's own cache lookup, which reads L2 or renders
-the body from PostgreSQL once. Under a load test with 30 registrations per
-second, each dropping the list and overview caches, that was most of the requests that still went
-through FastAPI's routing.
+the body from PostgreSQL once. Under a load test with 30 registrations per second, each dropping
+the list and overview caches, such reloads were most of the requests that still went through
+FastAPI's routing.
 
 Anything else goes through the normal route: a credential that needs Redis or PostgreSQL or fails
 its check, or an API key whose last-used time is due for a write.
