@@ -380,16 +380,19 @@ def _slow_compute(started: threading.Event, release: threading.Event, value):
     return compute
 
 
-def _reload_in_thread(cache: TwoLevelCache, key: str, value) -> tuple[threading.Thread, threading.Event, threading.Event]:
-    """Start a reload of `key` that computes `value` once released; return the thread and its events."""
+def _reload_in_thread(cache: TwoLevelCache, key: str, value, *, name: str = LIST_CACHE,
+                      release_after_s: float = 2.0) -> tuple[threading.Thread, threading.Event]:
+    """Start a reload of `key` in cache `name` that computes `value` once released.
+
+    Return the thread and its release event. The test sets the event, or a timer sets it after
+    `release_after_s`, so a reader that waits for the reload fails its check instead of hanging.
+    """
     started, release = threading.Event(), threading.Event()
-    thread = threading.Thread(target=cache.get_or_compute, args=(LIST_CACHE, key, _slow_compute(started, release, value)))
+    thread = threading.Thread(target=cache.get_or_compute, args=(name, key, _slow_compute(started, release, value)))
     thread.start()
     assert started.wait(30)
-    # Released by the test, or after 2 s, so a reader that waits for the reload fails its check
-    # instead of hanging.
-    threading.Timer(2.0, release.set).start()
-    return thread, started, release
+    threading.Timer(release_after_s, release.set).start()
+    return thread, release
 
 
 def test_policies_serve_lists_stale():
@@ -409,7 +412,7 @@ def test_first_read_after_invalidate_all_reloads(cache):
 def test_reader_overlapping_reload_gets_stale_value(cache):
     cache.get_or_compute(LIST_CACHE, "page", lambda: "before write")
     cache.invalidate_all(LIST_CACHE)
-    thread, _, release = _reload_in_thread(cache, "page", "after write")
+    thread, release = _reload_in_thread(cache, "page", "after write")
 
     started = time.monotonic()
     overlapping = cache.get_or_compute(LIST_CACHE, "page", lambda: "not called")
@@ -428,11 +431,7 @@ def test_reader_overlapping_reload_gets_stale_value(cache):
 def test_strict_cache_waits_for_reload(cache):
     cache.get_or_compute(CACHE, "agent", lambda: "before write")
     cache.invalidate_all(CACHE)
-    started, release = threading.Event(), threading.Event()
-    thread = threading.Thread(target=cache.get_or_compute, args=(CACHE, "agent", _slow_compute(started, release, "new")))
-    thread.start()
-    assert started.wait(30)
-    threading.Timer(0.2, release.set).start()
+    thread, _ = _reload_in_thread(cache, "agent", "new", name=CACHE, release_after_s=0.2)
 
     assert cache.get_local(CACHE, "agent") is None
     assert cache.get_or_compute(CACHE, "agent", lambda: "not called") == "new"
@@ -440,21 +439,22 @@ def test_strict_cache_waits_for_reload(cache):
     assert cache.stats()[CACHE]["stale"] == 0
 
 
-def test_other_process_reload_answered_stale(cache, runtime, prefix):
+def test_other_process_reload_served_stale(cache, runtime, prefix):
     other = TwoLevelCache(runtime.redis, prefix)
     cache.get_or_compute(LIST_CACHE, "page", lambda: "before write")
     cache.invalidate_all(LIST_CACHE)
-    thread, _, release = _reload_in_thread(other, "page", "after write")
+    thread, release = _reload_in_thread(other, "page", "after write")
 
     started = time.monotonic()
-    answered = cache.get_or_compute(LIST_CACHE, "page", lambda: "not called")
+    served = cache.get_or_compute(LIST_CACHE, "page", lambda: "not called")
     again = cache.get_local(LIST_CACHE, "page")
     waited_s = time.monotonic() - started
     release.set()
     thread.join(30)
     time.sleep(two_level.REMOTE_LOAD_GRACE_S * 2)
 
-    assert (answered, again) == ("before write", "before write")
+    assert served == "before write"
+    assert again == "before write"
     assert waited_s < 1.0
     assert cache.get_or_compute(LIST_CACHE, "page", lambda: "not called") == "after write"
     assert cache.stats()[LIST_CACHE]["l2_hit"] == 1
@@ -466,10 +466,7 @@ def test_stale_value_expires(runtime, prefix):
     pages.get_or_compute("pages", "first", lambda: "before write")
     pages.invalidate_all("pages")
     time.sleep(0.3)
-    started, release = threading.Event(), threading.Event()
-    thread = threading.Thread(target=pages.get_or_compute, args=("pages", "first", _slow_compute(started, release, "new")))
-    thread.start()
-    assert started.wait(30)
+    thread, release = _reload_in_thread(pages, "first", "new", name="pages")
 
     stale = pages.get_local("pages", "first")
     release.set()
@@ -483,7 +480,7 @@ def test_single_key_invalidation_never_stale(cache):
     cache.get_or_compute(LIST_CACHE, "page", lambda: "before write")
     cache.invalidate_all(LIST_CACHE)
     cache.invalidate(LIST_CACHE, "page")
-    thread, _, release = _reload_in_thread(cache, "page", "after write")
+    thread, release = _reload_in_thread(cache, "page", "after write")
 
     during = cache.get_local(LIST_CACHE, "page")
     release.set()
@@ -502,7 +499,7 @@ def test_overtaken_load_becomes_stale_value(cache):
 
     assert cache.get_or_compute(LIST_CACHE, "page", compute) == "second"
     assert cache.get_local(LIST_CACHE, "page") is None
-    thread, _, release = _reload_in_thread(cache, "page", "third")
+    thread, release = _reload_in_thread(cache, "page", "third")
     during = cache.get_local(LIST_CACHE, "page")
     release.set()
     thread.join(30)

@@ -25,7 +25,6 @@ import uuid
 from typing import Any, Callable
 
 from fastapi import Request, Response
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aim.api import problems
@@ -123,10 +122,7 @@ class CachedReadMiddleware:
             _served += 1
         if value is None:
             request.state.principal = principal
-            try:
-                response = await run_in_threadpool(load)
-            except Exception as exc:
-                response = await problems.handled_response(request, exc)
+            response = await problems.threadpool_response(request, load)
         else:
             response = Response(value, media_type="application/json") if render is None else render(value)
         await response(scope, receive, send)

@@ -30,7 +30,6 @@ from urllib.parse import parse_qsl
 
 import pydantic
 from fastapi import Request, Response
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aim.api import problems, schemas
@@ -215,10 +214,7 @@ class FastRoutes:
             return
 
         request.state.principal = principal
-        try:
-            response = await run_in_threadpool(respond, *args)
-        except Exception as exc:
-            response = await problems.handled_response(request, exc)
+        response = await problems.threadpool_response(request, respond, *args)
 
         with _served_lock:
             _served[route] += 1

@@ -16,11 +16,12 @@ import random
 import time
 from typing import Collection, Iterable
 
+from starlette.requests import Request
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aim import metrics
-from aim.api.problems import PROBLEM_JSON, TYPE_BASE, ProblemException
+from aim.api.problems import PROBLEM_JSON, TYPE_BASE, ProblemException, handled_response
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +109,6 @@ class RequestMiddleware:
             metrics.observe_http(route, scope["method"], status or 500, time.perf_counter() - started)
 
     async def _respond_to_error(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
-        from starlette.requests import Request
-
-        from aim.api.problems import handled_response
-
         response = await handled_response(Request(scope, receive), exc)
         await response(scope, receive, send)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import psycopg
 import psycopg_pool
@@ -19,6 +19,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
@@ -255,10 +256,10 @@ async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def handled_response(request: Request, exc: Exception) -> Response:
-    """Return what the app's exception handler for `exc` answers; re-raise `exc` when none matches.
+    """Return the response of the app's exception handler for `exc`, or re-raise `exc` without one.
 
-    For the fast paths that run a route's work before FastAPI routes the request (aim.api.fastpath
-    and aim.api.fastroutes), so that their errors get the route's responses.
+    The fast paths run a route's work before FastAPI routes the request (aim.api.fastpath and
+    aim.api.fastroutes), and this gives their errors the route's responses.
     """
     for kind in type(exc).__mro__:
         handler = request.app.exception_handlers.get(kind)
@@ -266,6 +267,15 @@ async def handled_response(request: Request, exc: Exception) -> Response:
             response = handler(request, exc)
             return await response if inspect.isawaitable(response) else response
     raise exc
+
+
+async def threadpool_response(request: Request, respond: Callable[..., Response], *args: Any) -> Response:
+    """Run the blocking `respond(*args)` in the threadpool and return its response, or the error
+    response of the app's handler for what it raised."""
+    try:
+        return await run_in_threadpool(respond, *args)
+    except Exception as exc:
+        return await handled_response(request, exc)
 
 
 def install(app: FastAPI) -> None:
