@@ -93,8 +93,8 @@ class AIMApi(FastAPI):
 
     FastAPI puts middleware added with `add_middleware` inside its ServerErrorMiddleware and two
     more layers of its own, and every layer costs each request a call and each response message a
-    `send` wrapper. The fast paths answer most requests under load, so they run first, and only
-    the requests they pass on go through FastAPI's stack. From the outside in: request id and
+    `send` wrapper. The fast paths respond to most requests under load, so they run first, and
+    only the requests they pass on go through FastAPI's stack. From the outside in: request id and
     metrics, the body limit, the cached-read fast path, the fast routes, then FastAPI.
     """
 

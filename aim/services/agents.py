@@ -115,7 +115,7 @@ def register_agent(
 
     # The id is made here, so no statement after the agent's INSERT needs its result. The pipelined
     # transaction then sends BEGIN and the INSERTs of the agent, its key, its grants and its audit
-    # row in one round trip. The audit row's id is the first fetch, so a duplicate name raises there.
+    # row in one round trip. The first fetch, at the latest the audit row's id, raises a duplicate name.
     agent_id = uuid.uuid4()
     try:
         with db.transaction(pipelined=True) as conn, conn.cursor(row_factory=dict_row) as inserted:
