@@ -6,7 +6,9 @@ import logging
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
 
+from aim.api import listeners
 from aim.api.app import create_app
 from aim.errors import ValidationError
 
@@ -42,6 +44,21 @@ def serve(host: str = "127.0.0.1", port: int = 8080, workers: int = 1, *, access
         # Worker processes build their own runtime; the parent's pools would only hold idle connections.
         runtime.close()
         set_runtime(None)
-    logger.info("serving the AIM API on http://%s:%d with %d worker(s)", host, port, workers)
-    uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_level=log_level,
-                access_log=access_log)
+    if workers == 1 or not listeners.supported():
+        logger.info("serving the AIM API on http://%s:%d with %d worker(s)", host, port, workers)
+        uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_level=log_level,
+                    access_log=access_log)
+        return
+
+    # Each worker listens on its own SO_REUSEPORT socket, so connections spread over the workers
+    # instead of piling up on whichever one accepts first (see aim.api.listeners).
+    config = uvicorn.Config(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_level=log_level,
+                            access_log=access_log)
+    reservation = listeners.reserve(host, port)
+    try:
+        logger.info("serving the AIM API on http://%s:%d with %d workers, one listening socket each", host, port,
+                    workers)
+        Multiprocess(config, sockets=listeners.WorkerListeners(host, port)).run()
+    finally:
+        reservation.close()
+    logger.info("the AIM API on http://%s:%d stopped", host, port)

@@ -1,0 +1,105 @@
+"""One listening socket per API worker process, so that the kernel spreads connections over the workers.
+
+In uvicorn's multiprocess mode the parent binds one socket and every worker accepts from it. The
+worker that wakes first accepts every connection waiting in the queue. So a burst of new
+connections (clients reconnecting after a restart, or a load generator starting) lands on one
+worker, and stays there while the connections are kept alive. In the load test's mix, 103 of 105
+connections went to one of two workers, which queued requests while the other one idled.
+
+On Linux, SO_REUSEPORT lets each worker bind and listen on a socket of its own at the same address.
+The kernel then hashes each new connection's address pair to one of the listening sockets, so the
+connections of a burst divide about evenly. Connections waiting in the backlog of a worker that
+dies are reset; the supervisor starts a replacement, which binds a new socket.
+
+`WorkerListeners` is what the supervisor passes to every worker it starts or restarts. Pickled into
+a worker, it carries only the address, and the worker binds its own socket on first use. The parent
+holds `reserve()`'s socket, bound but never listening, so the address stays taken between worker
+restarts and start-up fails at once, with a clear error, when the port is in use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any, overload
+
+from aim.errors import ValidationError
+
+logger = logging.getLogger(__name__)
+
+
+def supported() -> bool:
+    """Return True where SO_REUSEPORT balances connections over sockets (Linux)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def bind_reuse_port(host: str, port: int) -> socket.socket:
+    """Return a TCP socket bound to `host`:`port` with SO_REUSEPORT set, not yet listening.
+
+    A host that contains a colon is an IPv6 address, as in uvicorn. An address in use by a socket
+    without SO_REUSEPORT, or by another user, raises ValidationError naming the port.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ValidationError(
+            "port", f"{port} on {host} cannot be bound ({exc.strerror or exc}); expected a free TCP port on a local address"
+        ) from None
+    return sock
+
+
+def reserve(host: str, port: int) -> socket.socket:
+    """Bind `host`:`port` in the supervising process without listening, and return the socket.
+
+    Only listening sockets receive connections, so this one gets none. It checks the address before
+    any worker starts, and keeps other users from binding it while workers restart. Close it when the
+    server stops.
+    """
+    sock = bind_reuse_port(host, port)
+    logger.info("reserved %s:%d for per-worker SO_REUSEPORT listeners", host, port)
+    return sock
+
+
+class WorkerListeners(Sequence[socket.socket]):
+    """The listening sockets of one worker: a single SO_REUSEPORT socket, bound on first use.
+
+    uvicorn's supervisor hands the same object to every worker it starts. Pickling drops any socket,
+    so each worker process binds its own.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._sockets: list[socket.socket] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["host"], state["port"])
+
+    def _bound(self) -> list[socket.socket]:
+        if self._sockets is None:
+            self._sockets = [bind_reuse_port(self.host, self.port)]
+            logger.info("worker %d listens on its own socket at %s:%d", os.getpid(), self.host, self.port)
+        return self._sockets
+
+    @overload
+    def __getitem__(self, index: int) -> socket.socket: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[socket.socket]: ...
+
+    def __getitem__(self, index):
+        return self._bound()[index]
+
+    def __len__(self) -> int:
+        return len(self._bound())

@@ -1,0 +1,164 @@
+"""Per-worker listening sockets: `aim api --workers N` spreads connections over its workers."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aim.api import listeners
+from aim.errors import ValidationError
+
+pytestmark = pytest.mark.skipif(not listeners.supported(), reason="SO_REUSEPORT balancing is Linux only")
+
+CONNECTIONS = 32
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]
+
+
+def _socket_owners(pids: list[int]) -> dict[str, int]:
+    """Map each socket inode that one of `pids` has open to that pid."""
+    owners = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                owners[target[len("socket:["):-1]] = pid
+    return owners
+
+
+def _tcp_sockets(port: int) -> list[tuple[str, int, str]]:
+    """Return (state, remote port, inode) of each IPv4 TCP socket whose local port is `port`."""
+    rows = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].split(":")[1], 16)
+        if local_port == port:
+            rows.append((fields[3], int(fields[2].split(":")[1], 16), fields[9]))
+    return rows
+
+
+def _workers_listening(pid: int, port: int) -> int:
+    """Return how many child processes of `pid` hold a listening socket on `port`."""
+    listening = {inode for state, _, inode in _tcp_sockets(port) if state == "0A"}
+    return sum(1 for child in _children(pid) if listening & set(_socket_owners([child])))
+
+
+@pytest.fixture()
+def two_worker_api(settings):
+    port = _free_port()
+    env = dict(os.environ, AIM_DATABASE_URL=settings.database_url, AIM_REDIS_URL=settings.redis_url,
+               AIM_REDIS_PREFIX=settings.redis_prefix, AIM_DATA_DIR=str(settings.data_dir), AIM_LOG_LEVEL="WARNING")
+    process = subprocess.Popen([sys.executable, "-m", "aim.cli", "api", "--host", "127.0.0.1", "--port", str(port),
+                                "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200 and \
+                        _workers_listening(process.pid, port) == 2:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = process.stdout.read().decode(errors="replace") if process.poll() is not None else ""
+                raise AssertionError(f"aim api --workers 2 did not start on port {port}: {output[-2000:]}")
+            time.sleep(0.2)
+        yield process, port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.integration
+def test_workers_have_own_sockets(two_worker_api):
+    process, port = two_worker_api
+    workers = _children(process.pid)
+    owners = _socket_owners(workers)
+
+    listening = [inode for state, _, inode in _tcp_sockets(port) if state == "0A"]
+
+    assert len(listening) == 2
+    assert sorted(owners[inode] for inode in listening) == sorted(set(owners[inode] for inode in listening))
+    assert {owners[inode] for inode in listening} <= set(workers)
+
+
+@pytest.mark.integration
+def test_connection_burst_spreads(two_worker_api):
+    process, port = two_worker_api
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(CONNECTIONS)]
+    try:
+        # A response proves that a worker accepted the connection and owns its socket.
+        for client in clients:
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        for client in clients:
+            assert client.recv(4096).startswith(b"HTTP/1.1 200")
+        client_ports = {client.getsockname()[1] for client in clients}
+        owners = _socket_owners(_children(process.pid))
+        served_by = Counter(owners.get(inode) for state, remote, inode in _tcp_sockets(port)
+                            if state == "01" and remote in client_ports)
+    finally:
+        for client in clients:
+            client.close()
+
+    assert sum(served_by.values()) == CONNECTIONS
+    assert None not in served_by
+    # The kernel hashes each connection to one of the two sockets. Fewer than 4 of 32 on one worker
+    # has a probability of about 3e-6 (binomial, p = 0.5).
+    assert len(served_by) == 2, served_by
+    assert min(served_by.values()) >= 4, served_by
+
+
+def test_port_in_use_names_the_port():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        with pytest.raises(ValidationError) as caught:
+            listeners.reserve("127.0.0.1", port)
+
+    assert caught.value.field == "port"
+    assert str(port) in str(caught.value)
+    assert "expected a free TCP port" in str(caught.value)
+
+
+def test_unpickled_listeners_bind_socket():
+    port = _free_port()
+    reservation = listeners.reserve("127.0.0.1", port)
+    parent = listeners.WorkerListeners("127.0.0.1", port)
+    try:
+        copy = pickle.loads(pickle.dumps(parent))
+        assert copy._sockets is None
+
+        first = list(copy)
+        again = list(copy)
+
+        assert len(first) == 1
+        assert first[0] is again[0]
+        assert first[0].getsockname() == ("127.0.0.1", port)
+        assert first[0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+        assert parent._sockets is None
+        first[0].close()
+    finally:
+        reservation.close()
