@@ -236,3 +236,147 @@ def test_audit_viewer_forbidden(client, db, org_id):
 
     assert_problem(response, 403, "insufficient_role")
     assert fastroutes.served("audit") == before
+
+
+# --- registrations ------------------------------------------------------------------------------
+
+AGENTS = "/api/v1/agents"
+MCP_SERVERS = "/api/v1/mcp-servers"
+
+
+def _agent_body(**extra) -> dict:
+    return {"name": f"fast-{uuid.uuid4().hex[:10]}", "capabilities": ["db:read"], **extra}
+
+
+def _server_body(**extra) -> dict:
+    name = f"fast-{uuid.uuid4().hex[:10]}"
+    return {"name": name, "url": f"https://{name}.example.com/mcp", "known_capabilities": ["tools/list"], **extra}
+
+
+def test_register_agent_on_fast_path(client, admin):
+    _warm(client, admin)
+    before = fastroutes.served("register_agent")
+
+    response = client.post(AGENTS, json=_agent_body(), headers=admin)
+
+    assert response.status_code == 201, response.text
+    assert fastroutes.served("register_agent") == before + 1
+    body = response.json()
+    assert body["agent"]["capabilities"] == ["db:read"]
+    assert body["private_key_pem"].startswith("-----BEGIN PRIVATE KEY-----")
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["x-request-id"]
+    assert client.get(f"{AGENTS}/{body['agent']['id']}", headers=admin).json()["name"] == body["agent"]["name"]
+
+
+def test_fast_and_normal_registrations_match(client, db, org_id):
+    headers = bearer(make_key(db, org_id, "admin"))
+    _warm(client, headers)
+    before = fastroutes.served("register_agent")
+
+    fast = client.post(AGENTS, json=_agent_body(description="fast"), headers=headers)
+    cold = bearer(make_key(db, org_id, "admin"))
+    normal = client.post(AGENTS, json=_agent_body(description="fast"), headers=cold)
+
+    assert fastroutes.served("register_agent") == before + 1
+    assert fast.status_code == normal.status_code == 201
+    fast_agent, normal_agent = fast.json()["agent"], normal.json()["agent"]
+    assert set(fast.json()) == set(normal.json())
+    assert set(fast_agent) == set(normal_agent)
+    different = {"id", "name", "public_key", "key_id", "created_by", "created_at", "updated_at", "key_created_at"}
+    assert {name: value for name, value in fast_agent.items() if name not in different} == \
+        {name: value for name, value in normal_agent.items() if name not in different}
+    assert fast.headers["content-type"] == normal.headers["content-type"]
+
+
+@pytest.mark.parametrize("body", [
+    {"capabilities": ["db:read"]},                       # name missing
+    {"name": "", "capabilities": []},                    # name too short
+    {"name": "x", "unknown": 1},                         # unknown field
+    {"name": "x", "status": "revoked"},                  # status not allowed for a new agent
+])
+def test_invalid_registration_takes_normal_route(client, admin, body):
+    _warm(client, admin)
+    before = fastroutes.served("register_agent")
+
+    response = client.post(AGENTS, json=body, headers=admin)
+
+    assert_problem(response, 422)
+    assert fastroutes.served("register_agent") == before
+
+
+def test_non_json_registration_takes_normal_route(client, admin):
+    _warm(client, admin)
+    before = fastroutes.served("register_agent")
+
+    response = client.post(AGENTS, content=b'{"name": "plain-text"}', headers={**admin, "content-type": "text/plain"})
+
+    assert_problem(response, 422)
+    assert fastroutes.served("register_agent") == before
+
+
+def test_duplicate_name_conflicts_on_fast_path(client, admin):
+    _warm(client, admin)
+    body = _agent_body()
+    assert client.post(AGENTS, json=body, headers=admin).status_code == 201
+    before = fastroutes.served("register_agent")
+
+    response = client.post(AGENTS, json=body, headers=admin)
+
+    assert_problem(response, 409)
+    assert fastroutes.served("register_agent") == before + 1
+
+
+def test_agent_scoped_key_cannot_register(client, db, org_id, admin):
+    agent, _ = register_agent(client, admin)
+    scoped = bearer(make_key(db, org_id, "admin", agent_id=uuid.UUID(agent["id"])))
+    client.get(MCP_SERVERS + "?limit=1", headers=scoped)
+    before = fastroutes.served("register_agent")
+
+    response = client.post(AGENTS, json=_agent_body(), headers=scoped)
+
+    assert_problem(response, 403, "wrong_scope")
+    assert fastroutes.served("register_agent") == before
+
+
+def test_viewer_cannot_register(client, db, org_id):
+    viewer = bearer(make_key(db, org_id, "viewer"))
+    _warm(client, viewer)
+
+    agent = client.post(AGENTS, json=_agent_body(), headers=viewer)
+    server = client.post(MCP_SERVERS, json=_server_body(), headers=viewer)
+
+    assert_problem(agent, 403, "insufficient_role")
+    assert_problem(server, 403, "insufficient_role")
+
+
+def test_register_server_on_fast_path(client, admin):
+    _warm(client, admin)
+    before = fastroutes.served("register_server")
+    body = _server_body()
+
+    response = client.post(MCP_SERVERS, json=body, headers=admin)
+    again = client.post(MCP_SERVERS, json=body, headers=admin)
+
+    assert response.status_code == 201, response.text
+    assert fastroutes.served("register_server") == before + 2
+    created = response.json()
+    assert created["url"] == body["url"]
+    assert created["known_capabilities"] == ["tools/list"]
+    assert created["source"] == "manual"
+    assert_problem(again, 409)
+    listed = client.get(MCP_SERVERS, params={"url": body["url"]}, headers=admin).json()["items"]
+    assert [item["id"] for item in listed] == [created["id"]]
+
+
+def test_invalid_servers_rejected_on_both_paths(client, admin):
+    _warm(client, admin)
+    before = fastroutes.served("register_server")
+
+    missing = client.post(MCP_SERVERS, json={"name": "no-url"}, headers=admin)
+    bad_scheme = client.post(MCP_SERVERS, json=_server_body(url="ftp://example.com/mcp"), headers=admin)
+
+    assert_problem(missing, 422)
+    assert fastroutes.served("register_server") == before + 1
+    problem = assert_problem(bad_scheme, 422)
+    assert problem["field"] == "url"

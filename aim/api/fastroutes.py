@@ -12,6 +12,11 @@ verifications per second, the verification service was 23 % of the time the work
 - GET /api/v1/audit-logs: the credential resolves from L1 with a role that may read the audit log,
   it is not agent-scoped, and the query string contains at most `cursor` and `limit`, once each, with
   a limit from 1 to 1000.
+- POST /api/v1/agents and POST /api/v1/mcp-servers: the credential resolves from L1 with a role
+  that may write, it is not agent-scoped, there is no query string, the body is declared as
+  `application/json` with a Content-Length, and `schemas.AgentCreate` or `schemas.McpServerCreate`
+  accepts it. The route is a sync FastAPI endpoint, which costs a threadpool hop for the endpoint
+  and another for the response model, so this path saves one hop and FastAPI's request handling.
 
 Anything else goes through the normal route, with the body replayed, and gets exactly the response
 it got before. Those cases all leave before the rate limit counts the request, so it is never
@@ -28,10 +33,12 @@ from collections import Counter
 from typing import Any, Callable
 from urllib.parse import parse_qsl
 
+import orjson
 import pydantic
 from fastapi import Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aim import identity
 from aim.api import problems, schemas
 from aim.api.fastjson import model_json
 from aim.api.paging import page_response
@@ -42,20 +49,23 @@ from aim.api.security import (
 )
 from aim.db import keyset
 from aim.errors import AIMError
-from aim.services import listing, verification
+from aim.services import agents, listing, mcp_servers, verification
 from aim.services.actor import Actor
 from aim.services.users import AuthenticationFailed
 
 VERIFY_PATH = re.compile(r"^/api/v1/agents/([0-9A-Fa-f-]{36})/verify$")
 AUDIT_PATH = "/api/v1/audit-logs"
 AUDIT_PARAMS = frozenset(("cursor", "limit"))
+AGENTS_PATH = "/api/v1/agents"
+MCP_SERVERS_PATH = "/api/v1/mcp-servers"
 
 _served: Counter[str] = Counter()
 _served_lock = threading.Lock()
 
 
 def served(route: str) -> int:
-    """Return how many requests of `route` ("verify" or "audit") this process served here."""
+    """Return how many requests of `route` ("verify", "audit", "register_agent" or "register_server")
+    this process served here."""
     return _served[route]
 
 
@@ -76,6 +86,46 @@ def respond_verify(request: Request, principal: Principal, agent_id: uuid.UUID, 
         "verification_id": decision.verification_id, "agent_id": decision.agent_id,
         "risk_class": decision.risk_class, "trust_score": decision.trust_score, "latency_ms": decision.latency_ms,
     }, schemas.VerifyResult)
+
+
+def agent_detail(row: dict[str, Any]) -> dict[str, Any]:
+    """Return an agent row in the AgentDetail form (public key as standard base64)."""
+    body = dict(row)
+    body["public_key"] = identity.encode_base64(bytes(row["public_key"]))
+    return body
+
+
+def _created(model: type[pydantic.BaseModel], body: dict[str, Any]) -> Response:
+    """Return `body`, validated and rendered by `model` as FastAPI's response_model step does, with status 201."""
+    return Response(model.model_validate(body).model_dump_json(), status_code=201, media_type="application/json")
+
+
+def respond_register_agent(request: Request, principal: Principal, body: schemas.AgentCreate) -> Response:
+    """Register an agent for the caller's organization and return the AgentCreated response (201). It blocks."""
+    registered = agents.register_agent(
+        get_runtime(request).db, principal.organization_id, principal.actor, name=body.name,
+        agent_type=body.agent_type, description=body.description, public_key=body.public_key,
+        capabilities=body.capabilities, metadata=body.metadata, status=body.status,
+    )
+    # agents.register_agent already invalidates the overview counts (cache_hooks.stats_changed).
+    return _created(schemas.AgentCreated,
+                    {"agent": agent_detail(registered.agent), "private_key_pem": registered.private_key_pem})
+
+
+def respond_register_server(request: Request, principal: Principal, body: schemas.McpServerCreate) -> Response:
+    """Register an MCP server for the caller's organization and return the McpServerDetail response (201). It blocks."""
+    server = mcp_servers.register_server(
+        get_runtime(request).db, principal.organization_id, principal.actor, name=body.name, url=body.url,
+        description=body.description, known_capabilities=body.known_capabilities, metadata=body.metadata,
+    )
+    return _created(schemas.McpServerDetail, server)
+
+
+# POST path -> (served() name, request model, respond function) of the registrations served here.
+CREATE_ROUTES: dict[str, tuple[str, type[pydantic.BaseModel], Callable[..., Response]]] = {
+    AGENTS_PATH: ("register_agent", schemas.AgentCreate, respond_register_agent),
+    MCP_SERVERS_PATH: ("register_server", schemas.McpServerCreate, respond_register_server),
+}
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
@@ -154,6 +204,10 @@ class FastRoutes:
                     await self.app(scope, receive, send)
                 return
             if scope["method"] == "POST":
+                create = CREATE_ROUTES.get(scope["path"])
+                if create is not None:
+                    await self._create(scope, receive, send, *create)
+                    return
                 match = VERIFY_PATH.match(scope["path"])
                 if match is not None:
                     await self._verify(scope, receive, send, match.group(1))
@@ -171,12 +225,12 @@ class FastRoutes:
         await self._run(request, send, "audit", principal, respond_audit, request, principal, query)
         return True
 
-    async def _verify(self, scope: Scope, receive: Receive, send: Send, agent_text: str) -> None:
-        declared = any(name == b"content-length" for name, _ in scope["headers"])
-        if not declared or scope["query_string"]:
-            await self.app(scope, receive, send)
-            return
+    async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> tuple[bytes, Receive] | None:
+        """Read the whole body and return it with a receive callable that replays it for the normal route.
 
+        Return None when reading failed. The request then went to the normal route, which turns the
+        error (such as the body limit's) into its response.
+        """
         messages: list[Message] = []
         body = b""
         try:
@@ -189,12 +243,38 @@ class FastRoutes:
                 if not message.get("more_body", False):
                     break
         except Exception as exc:
-            # An error while reading, such as the body limit's, goes to the normal route, which turns
-            # it into its response.
             await self.app(scope, _raising(exc), send)
+            return None
+        return body, _replay(messages, receive)
+
+    async def _create(self, scope: Scope, receive: Receive, send: Send, route: str,
+                      model: type[pydantic.BaseModel], respond: Callable[..., Response]) -> None:
+        if scope["query_string"] or not _json_body_declared(scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        read = await self._read_body(scope, receive, send)
+        if read is None:
             return
 
-        replay = _replay(messages, receive)
+        body, replay = read
+        request = Request(scope, replay)
+        principal = _from_memory(request, WRITE_ROLES)
+        fields = _parse_create(model, body) if principal is not None and principal.agent_id is None else None
+        if fields is None:
+            await self.app(scope, replay, send)
+            return
+        await self._run(request, send, route, principal, respond, request, principal, fields)
+
+    async def _verify(self, scope: Scope, receive: Receive, send: Send, agent_text: str) -> None:
+        declared = any(name == b"content-length" for name, _ in scope["headers"])
+        if not declared or scope["query_string"]:
+            await self.app(scope, receive, send)
+            return
+        read = await self._read_body(scope, receive, send)
+        if read is None:
+            return
+
+        body, replay = read
         request = Request(scope, replay)
         fields = _verify_fields(request, agent_text, body)
         if fields is None:
@@ -239,3 +319,26 @@ def _verify_fields(request: Request, agent_text: str, body: bytes
     except (pydantic.ValidationError, AIMError):
         return None
     return principal, agent_id, fields
+
+
+def _json_body_declared(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Return True when the headers declare a Content-Length and the media type application/json."""
+    length = media_type = None
+    for name, value in headers:
+        if name == b"content-length":
+            length = value
+        elif name == b"content-type":
+            media_type = value.split(b";", 1)[0].strip().lower()
+    return length is not None and media_type == b"application/json"
+
+
+def _parse_create(model: type[pydantic.BaseModel], body: bytes) -> pydantic.BaseModel | None:
+    """Return `body` validated by `model`, or None when the normal route must handle it.
+
+    The body is decoded first and then validated as Python data, which is what FastAPI does with a
+    JSON body, so both paths accept the same requests.
+    """
+    try:
+        return model.model_validate(orjson.loads(body))
+    except (orjson.JSONDecodeError, pydantic.ValidationError):
+        return None

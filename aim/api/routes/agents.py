@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 
-from aim import identity
 from aim.api import fastroutes, schemas
+from aim.api.fastroutes import agent_detail
 from aim.api.fastjson import cached_json_async
 from aim.api.paging import Cursor, Limit, page_body, page_json_bytes
 from aim.api.security import Principal, get_runtime, read, write
@@ -18,13 +18,6 @@ from aim.services import agents, listing
 from aim.services.cache_hooks import AGENT_LIST
 
 router = APIRouter(tags=["agents"])
-
-
-def agent_detail(row: dict[str, Any]) -> dict[str, Any]:
-    """Return an agent row in the AgentDetail form (public key as standard base64)."""
-    body = dict(row)
-    body["public_key"] = identity.encode_base64(bytes(row["public_key"]))
-    return body
 
 
 @router.get("/agents", response_model=schemas.Page[schemas.AgentSummary], summary="List agents")
@@ -58,16 +51,9 @@ async def list_agents(
              summary="Register an agent")
 def register_agent(
     request: Request, body: schemas.AgentCreate, principal: Principal = Depends(write("register agents")),
-) -> dict[str, Any]:
+) -> Response:
     """Register with a supplied public key, or let AIM generate a key pair and return the private key once."""
-    runtime = get_runtime(request)
-    registered = agents.register_agent(
-        runtime.db, principal.organization_id, principal.actor, name=body.name, agent_type=body.agent_type,
-        description=body.description, public_key=body.public_key, capabilities=body.capabilities,
-        metadata=body.metadata, status=body.status,
-    )
-    # agents.register_agent already invalidates the overview counts (cache_hooks.stats_changed).
-    return {"agent": agent_detail(registered.agent), "private_key_pem": registered.private_key_pem}
+    return fastroutes.respond_register_agent(request, principal, body)
 
 
 @router.get("/agents/{agent_id}", response_model=schemas.AgentDetail, summary="Get an agent")

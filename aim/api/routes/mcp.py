@@ -8,7 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from aim.api import schemas
+from aim.api import fastroutes, schemas
 from aim.api.fastjson import cached_json_async
 from aim.api.paging import Cursor, Limit, page_json_bytes
 from aim.api.security import Principal, client_address, get_runtime, read, request_id, write
@@ -64,12 +64,9 @@ async def list_servers(
              summary="Register an MCP server")
 def register_server(
     request: Request, body: schemas.McpServerCreate, principal: Principal = Depends(write("register MCP servers")),
-) -> dict[str, Any]:
+) -> Response:
     """Register a server by URL; 409 when the URL is already registered. Audited."""
-    return mcp_servers.register_server(
-        get_runtime(request).db, principal.organization_id, principal.actor, name=body.name, url=body.url,
-        description=body.description, known_capabilities=body.known_capabilities, metadata=body.metadata,
-    )
+    return fastroutes.respond_register_server(request, principal, body)
 
 
 @router.post("/mcp-servers/import", response_model=schemas.ImportResult, summary="Import from the MCP Registry format")
