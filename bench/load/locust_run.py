@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     if requests:
         api = f"API {1000 * cpu.api_s / requests:.3f} ms" if meter.api_pid else "API not measured (--url)"
         print(f"CPU per request: {api}, PostgreSQL {1000 * cpu.postgres_s / requests:.3f} ms (/proc, user plus system)")
+    if cpu.machine_line():
+        print(cpu.machine_line())
     failures = judge(stats)
     print()
     for failure in failures:

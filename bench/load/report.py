@@ -6,6 +6,8 @@ import os
 import platform
 from pathlib import Path
 
+from bench.common import python_loop_ns
+
 
 def cpu_model() -> str:
     cpuinfo = Path("/proc/cpuinfo")
@@ -28,7 +30,8 @@ def machine_summary(*, load_only: bool = False) -> str:
     """
     if load_only:
         return load_average()
-    return f"machine: {os.cpu_count()} CPUs ({cpu_model()}), {platform.system()} {platform.release()}; {load_average()}"
+    return (f"machine: {os.cpu_count()} CPUs ({cpu_model()}), {platform.system()} {platform.release()}, "
+            f"Python loop step {python_loop_ns():.1f} ns; {load_average()}")
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:

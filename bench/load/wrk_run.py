@@ -337,6 +337,8 @@ def _print_cpu(meter: CpuMeter, requests: int) -> None:
     api = f"API {1000 * sample.api_s / requests:.3f} ms" if meter.api_pid else "API not measured (--url)"
     print(f"CPU per request: {api}, PostgreSQL {1000 * sample.postgres_s / requests:.3f} ms "
           f"({requests} requests; /proc, user plus system time)")
+    if sample.machine_line():
+        print(sample.machine_line())
 
 
 def _run_phases(server: ApiServer, fixture: LoadFixture, args: argparse.Namespace) -> list[str]:
