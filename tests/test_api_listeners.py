@@ -140,7 +140,7 @@ def test_port_in_use_names_the_port():
 
     assert caught.value.field == "port"
     assert str(port) in str(caught.value)
-    assert "expected a free TCP port" in str(caught.value)
+    assert "choose a free TCP port" in str(caught.value)
 
 
 def test_unpickled_listeners_bind_socket():
@@ -162,3 +162,35 @@ def test_unpickled_listeners_bind_socket():
         first[0].close()
     finally:
         reservation.close()
+
+
+def test_port_of_running_server_rejected():
+    port = _free_port()
+    first = listeners.reserve("127.0.0.1", port)
+    workers = [listeners.WorkerListeners("127.0.0.1", port) for _ in range(2)]
+    sockets = [worker[0] for worker in workers]
+    for sock in sockets:
+        sock.listen()
+    try:
+        with pytest.raises(ValidationError) as caught:
+            listeners.reserve("127.0.0.1", port)
+    finally:
+        for sock in sockets:
+            sock.close()
+        first.close()
+
+    assert caught.value.field == "port"
+    assert "is in use" in str(caught.value)
+
+
+@pytest.mark.integration
+def test_second_server_on_same_port_fails(two_worker_api, settings):
+    _, port = two_worker_api
+    env = dict(os.environ, AIM_DATABASE_URL=settings.database_url, AIM_REDIS_URL=settings.redis_url,
+               AIM_REDIS_PREFIX=settings.redis_prefix, AIM_DATA_DIR=str(settings.data_dir), AIM_LOG_LEVEL="WARNING")
+
+    second = subprocess.run([sys.executable, "-m", "aim.cli", "api", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "2"], env=env, capture_output=True, text=True, timeout=120)
+
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert f"port: {port} on 127.0.0.1 is in use" in second.stderr

@@ -13,8 +13,9 @@ dies are reset; the supervisor starts a replacement, which binds a new socket.
 
 `WorkerListeners` is what the supervisor passes to every worker it starts or restarts. Pickled into
 a worker, it carries only the address, and the worker binds its own socket on first use. The parent
-holds `reserve()`'s socket, bound but never listening, so the address stays taken between worker
-restarts and start-up fails at once, with a clear error, when the port is in use.
+keeps `reserve()`'s socket, bound but never listening, so the address stays taken between worker
+restarts. Start-up fails at once, with a clear error, when anything listens on the port already:
+SO_REUSEPORT alone would let a second server join the first one's group and split its traffic.
 """
 
 from __future__ import annotations
@@ -56,13 +57,33 @@ def bind_reuse_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def reserve(host: str, port: int) -> socket.socket:
-    """Bind `host`:`port` in the supervising process without listening, and return the socket.
+def _check_free(host: str, port: int) -> None:
+    """Raise ValidationError when any socket, SO_REUSEPORT or not, listens on `host`:`port`.
 
-    Only listening sockets receive connections, so this one gets none. It checks the address before
-    any worker starts, and keeps other users from binding it while workers restart. Close it when the
+    A socket without SO_REUSEPORT cannot bind next to a listening one. Without this check, a second
+    server started on the same port would join the first one's SO_REUSEPORT group and get a share of
+    its connections. SO_REUSEADDR lets the probe bind over connections left in TIME_WAIT.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ValidationError(
+                "port", f"{port} on {host} is in use ({exc.strerror or exc}); stop the server that listens there "
+                        "or choose a free TCP port"
+            ) from None
+
+
+def reserve(host: str, port: int) -> socket.socket:
+    """Check that `host`:`port` is free, then bind it in the supervising process without listening.
+
+    Only listening sockets receive connections, so the returned socket gets none. It keeps the port
+    from servers started later, whose own check then fails, while workers restart. Close it when the
     server stops.
     """
+    _check_free(host, port)
     sock = bind_reuse_port(host, port)
     logger.info("reserved %s:%d for per-worker SO_REUSEPORT listeners", host, port)
     return sock
