@@ -4,6 +4,9 @@ Agent, alert and MCP server writes invalidate the aggregate. Verification events
 under live traffic that would recompute it on nearly every read; the verification figures are
 therefore up to one TTL old, and `computed_at` is the time the aggregate was computed.
 
+Agent and MCP server figures come from `organization_counters`, which triggers keep in the writing
+transaction, so recomputing the aggregate after a write costs the same at any organization size.
+
 Each process also keeps the verification figures for VERIFICATION_FIGURES_TTL_S on their own,
 because counting the last hour of verification events costs time in proportion to the traffic,
 and under frequent agent or MCP server writes the aggregate is recomputed many times a second.
@@ -16,6 +19,7 @@ import threading
 import time
 import uuid
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 import cachetools
@@ -27,6 +31,10 @@ STATUSES = ("pending", "verified", "suspended", "revoked")
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 RATE_WINDOW_MINUTES = 60
 VERIFICATION_FIGURES_TTL_S = 60.0
+EMPTY_COUNTERS: dict[str, Any] = {
+    "agents_pending": 0, "agents_verified": 0, "agents_suspended": 0, "agents_revoked": 0,
+    "agents_trust_sum": Decimal(0), "mcp_active": 0, "mcp_active_drifted": 0, "mcp_confidence_sum": Decimal(0),
+}
 
 _verification_figures: cachetools.TTLCache = cachetools.TTLCache(maxsize=4096, ttl=VERIFICATION_FIGURES_TTL_S,
                                                                  timer=time.monotonic)
@@ -60,18 +68,16 @@ def compute_stats(db: Database, organization_id: uuid.UUID) -> dict[str, Any]:
 
 
 def _compute_stats(db: Database, organization_id: uuid.UUID) -> dict[str, Any]:
-    agents = db.fetch_one(
-        "stats.agents",
-        """SELECT count(*) AS total,
-                  count(*) FILTER (WHERE status = 'pending') AS pending,
-                  count(*) FILTER (WHERE status = 'verified') AS verified,
-                  count(*) FILTER (WHERE status = 'suspended') AS suspended,
-                  count(*) FILTER (WHERE status = 'revoked') AS revoked,
-                  avg(trust_score) FILTER (WHERE status <> 'revoked') AS average_trust
-           FROM agents WHERE organization_id = %s""",
+    # The triggers of migration 0006 keep these counters in each agent and MCP server write, so this
+    # read costs the same at any number of agents. An organization without either has no row yet.
+    counters = db.fetch_one(
+        "stats.counters",
+        """SELECT agents_pending, agents_verified, agents_suspended, agents_revoked, agents_trust_sum,
+                  mcp_active, mcp_active_drifted, mcp_confidence_sum
+           FROM organization_counters WHERE organization_id = %s""",
         (organization_id,),
         stale_ok=True,
-    )
+    ) or EMPTY_COUNTERS
     verifications = _count_verifications(db, organization_id)
     alert_rows = db.fetch_all(
         "stats.open_alerts",
@@ -80,26 +86,21 @@ def _compute_stats(db: Database, organization_id: uuid.UUID) -> dict[str, Any]:
         (organization_id,),
         stale_ok=True,
     )
-    mcp = db.fetch_one(
-        "stats.mcp_servers",
-        """SELECT count(*) AS total, avg(confidence) AS mean_confidence,
-                  count(*) FILTER (WHERE drift_detected) AS drifted
-           FROM mcp_servers WHERE organization_id = %s AND status = 'active'""",
-        (organization_id,),
-        stale_ok=True,
-    )
     # Aggregates without GROUP BY always return one row.
-    assert agents is not None
     assert verifications is not None
-    assert mcp is not None
 
     open_alerts = {severity: 0 for severity in SEVERITIES}
     for row in alert_rows:
         open_alerts[row["severity"]] = int(row["open"])
+    agents = {status: int(counters[f"agents_{status}"]) for status in STATUSES}
+    total_agents = sum(agents.values())
+    # The average over the agents that are not revoked, as avg(trust_score) FILTER (WHERE status <> 'revoked').
+    unrevoked = total_agents - agents["revoked"]
+    active_servers = int(counters["mcp_active"])
     total_verifications = int(verifications["total"])
     return {
-        "agents": {status: int(agents[status]) for status in STATUSES} | {"total": int(agents["total"])},
-        "average_trust": float(agents["average_trust"]) if agents["average_trust"] is not None else None,
+        "agents": agents | {"total": total_agents},
+        "average_trust": float(counters["agents_trust_sum"] / unrevoked) if unrevoked else None,
         "verifications_last_hour": total_verifications,
         "verifications_per_minute": total_verifications / RATE_WINDOW_MINUTES,
         # None, not 0 %, when there were no verifications to deny.
@@ -107,9 +108,9 @@ def _compute_stats(db: Database, organization_id: uuid.UUID) -> dict[str, Any]:
         "open_alerts": open_alerts,
         "open_alerts_total": sum(open_alerts.values()),
         "mcp_servers": {
-            "total": int(mcp["total"]),
-            "drifted": int(mcp["drifted"]),
-            "mean_confidence": float(mcp["mean_confidence"]) if mcp["mean_confidence"] is not None else None,
+            "total": active_servers,
+            "drifted": int(counters["mcp_active_drifted"]),
+            "mean_confidence": float(counters["mcp_confidence_sum"] / active_servers) if active_servers else None,
         },
         "computed_at": datetime.now(timezone.utc),
     }
