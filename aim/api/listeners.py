@@ -63,6 +63,9 @@ def _check_free(host: str, port: int) -> None:
     A socket without SO_REUSEPORT cannot bind next to a listening one. Without this check, a second
     server started on the same port would join the first one's SO_REUSEPORT group and get a share of
     its connections. SO_REUSEADDR lets the probe bind over connections left in TIME_WAIT.
+
+    NOTE: while every worker of a running server restarts at once, nothing listens, so the probe
+    passes and a second server could still join.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
