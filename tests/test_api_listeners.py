@@ -64,13 +64,21 @@ def _workers_listening(pid: int, port: int) -> int:
     return sum(1 for child in _children(pid) if listening & set(_socket_owners([child])))
 
 
+def _api_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "aim.cli", "api", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+
+
+def _api_env(settings) -> dict[str, str]:
+    """Return an environment that points `aim api` at the test database and Redis."""
+    return dict(os.environ, AIM_DATABASE_URL=settings.database_url, AIM_REDIS_URL=settings.redis_url,
+                AIM_REDIS_PREFIX=settings.redis_prefix, AIM_DATA_DIR=str(settings.data_dir), AIM_LOG_LEVEL="WARNING")
+
+
 @pytest.fixture()
 def two_worker_api(settings):
     port = _free_port()
-    env = dict(os.environ, AIM_DATABASE_URL=settings.database_url, AIM_REDIS_URL=settings.redis_url,
-               AIM_REDIS_PREFIX=settings.redis_prefix, AIM_DATA_DIR=str(settings.data_dir), AIM_LOG_LEVEL="WARNING")
-    process = subprocess.Popen([sys.executable, "-m", "aim.cli", "api", "--host", "127.0.0.1", "--port", str(port),
-                                "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(_api_command(port), env=_api_env(settings), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -82,7 +90,8 @@ def two_worker_api(settings):
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
                 output = process.stdout.read().decode(errors="replace") if process.poll() is not None else ""
-                raise AssertionError(f"aim api --workers 2 did not start on port {port}: {output[-2000:]}")
+                raise AssertionError(f"aim api --workers 2 failed to start on port {port} within 60 s: "
+                                     f"{output[-2000:]}")
             time.sleep(0.2)
         yield process, port
     finally:
@@ -186,11 +195,8 @@ def test_port_of_running_server_rejected():
 @pytest.mark.integration
 def test_second_server_on_same_port_fails(two_worker_api, settings):
     _, port = two_worker_api
-    env = dict(os.environ, AIM_DATABASE_URL=settings.database_url, AIM_REDIS_URL=settings.redis_url,
-               AIM_REDIS_PREFIX=settings.redis_prefix, AIM_DATA_DIR=str(settings.data_dir), AIM_LOG_LEVEL="WARNING")
 
-    second = subprocess.run([sys.executable, "-m", "aim.cli", "api", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "2"], env=env, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(_api_command(port), env=_api_env(settings), capture_output=True, text=True, timeout=120)
 
     assert second.returncode == 2, second.stdout + second.stderr
     assert f"port: {port} on 127.0.0.1 is in use" in second.stderr

@@ -225,8 +225,8 @@ class FastRoutes:
         await self._run(request, send, "audit", principal, respond_audit, request, principal, query)
         return True
 
-    async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> tuple[bytes, Receive] | None:
-        """Read the whole body and return it with a receive callable that replays it for the normal route.
+    async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> tuple[bytes, Request] | None:
+        """Read the whole body and return it with a Request whose receive replays it for the normal route.
 
         Return None when reading failed. The request then went to the normal route, which turns the
         error (such as the body limit's) into its response.
@@ -245,7 +245,7 @@ class FastRoutes:
         except Exception as exc:
             await self.app(scope, _raising(exc), send)
             return None
-        return body, _replay(messages, receive)
+        return body, Request(scope, _replay(messages, receive))
 
     async def _create(self, scope: Scope, receive: Receive, send: Send, route: str,
                       model: type[pydantic.BaseModel], respond: Callable[..., Response]) -> None:
@@ -256,12 +256,11 @@ class FastRoutes:
         if read is None:
             return
 
-        body, replay = read
-        request = Request(scope, replay)
+        body, request = read
         principal = _from_memory(request, WRITE_ROLES)
         fields = _parse_create(model, body) if principal is not None and principal.agent_id is None else None
         if fields is None:
-            await self.app(scope, replay, send)
+            await self.app(scope, request.receive, send)
             return
         await self._run(request, send, route, principal, respond, request, principal, fields)
 
@@ -274,11 +273,10 @@ class FastRoutes:
         if read is None:
             return
 
-        body, replay = read
-        request = Request(scope, replay)
+        body, request = read
         fields = _verify_fields(request, agent_text, body)
         if fields is None:
-            await self.app(scope, replay, send)
+            await self.app(scope, request.receive, send)
             return
         principal, agent_id, checked = fields
         await self._run(request, send, "verify", principal, respond_verify, request, principal, agent_id, checked)

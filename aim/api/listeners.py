@@ -37,14 +37,18 @@ def supported() -> bool:
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
+def _family(host: str) -> socket.AddressFamily:
+    """Return the address family of `host`: a host that contains a colon is IPv6, as in uvicorn."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def bind_reuse_port(host: str, port: int) -> socket.socket:
     """Return a TCP socket bound to `host`:`port` with SO_REUSEPORT set, not yet listening.
 
-    A host that contains a colon is an IPv6 address, as in uvicorn. An address in use by a socket
-    without SO_REUSEPORT, or by another user, raises ValidationError naming the port.
+    An address in use by a socket without SO_REUSEPORT, or by another user, raises ValidationError
+    naming the port.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock = socket.socket(_family(host), socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -67,8 +71,7 @@ def _check_free(host: str, port: int) -> None:
     NOTE: while every worker of a running server restarts at once, nothing listens, so the probe
     passes and a second server could still join.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
+    with socket.socket(_family(host), socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
