@@ -192,6 +192,43 @@ def test_port_of_running_server_rejected():
     assert "is in use" in str(caught.value)
 
 
+def test_port_held_while_workers_restart():
+    # Between worker restarts nothing listens, so only the address lock can reject a second server.
+    port = _free_port()
+    first = listeners.reserve("127.0.0.1", port)
+    try:
+        with pytest.raises(ValidationError) as caught:
+            listeners.reserve("127.0.0.1", port)
+    finally:
+        first.close()
+
+    assert caught.value.field == "port"
+    assert f"{port} on 127.0.0.1 is in use by another AIM API process" in str(caught.value)
+
+
+def test_closed_reservation_frees_port():
+    port = _free_port()
+    listeners.reserve("127.0.0.1", port).close()
+
+    again = listeners.reserve("127.0.0.1", port)
+    again.close()
+
+    assert again.reserved.fileno() == -1
+    assert again.lock.fileno() == -1
+
+
+def test_failed_check_releases_lock():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ValidationError):
+            listeners.reserve("127.0.0.1", port)
+
+    # The foreign listener is gone; a reservation left locked by the failed attempt would reject this.
+    listeners.reserve("127.0.0.1", port).close()
+
+
 @pytest.mark.integration
 def test_second_server_on_same_port_fails(two_worker_api, settings):
     _, port = two_worker_api

@@ -13,9 +13,11 @@ dies are reset; the supervisor starts a replacement, which binds a new socket.
 
 `WorkerListeners` is what the supervisor passes to every worker it starts or restarts. Pickled into
 a worker, it carries only the address, and the worker binds its own socket on first use. The parent
-keeps `reserve()`'s socket, bound but never listening, so the address stays taken between worker
-restarts. Start-up fails at once, with a clear error, when anything listens on the port already:
-SO_REUSEPORT alone would let a second server join the first one's group and split its traffic.
+keeps `reserve()`'s sockets for its whole run: a TCP socket, bound but never listening, so the
+address stays taken between worker restarts, and a lock named after the address in Linux's abstract
+socket namespace. Start-up fails at once, with a clear error, when another AIM API holds that lock
+or anything listens on the port already: SO_REUSEPORT alone would let a second server join the
+first one's group and split its traffic.
 """
 
 from __future__ import annotations
@@ -68,8 +70,8 @@ def _check_free(host: str, port: int) -> None:
     server started on the same port would join the first one's SO_REUSEPORT group and get a share of
     its connections. SO_REUSEADDR lets the probe bind over connections left in TIME_WAIT.
 
-    NOTE: while every worker of a running server restarts at once, nothing listens, so the probe
-    passes and a second server could still join.
+    While every worker of a running AIM API restarts at once, nothing listens and this probe passes.
+    The address lock of `reserve()` covers that moment.
     """
     with socket.socket(_family(host), socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -82,17 +84,56 @@ def _check_free(host: str, port: int) -> None:
             ) from None
 
 
-def reserve(host: str, port: int) -> socket.socket:
-    """Check that `host`:`port` is free, then bind it in the supervising process without listening.
+class Reservation:
+    """The sockets that keep an address for one supervising process; `close()` releases them."""
 
-    Only listening sockets receive connections, so the returned socket gets none. It keeps the port
-    from servers started later, whose own check then fails, while workers restart. Close it when the
-    server stops.
+    def __init__(self, lock: socket.socket, reserved: socket.socket) -> None:
+        self.lock = lock
+        self.reserved = reserved
+
+    def close(self) -> None:
+        self.reserved.close()
+        self.lock.close()
+
+
+def _lock_name(host: str, port: int) -> str:
+    """Return the abstract socket name (leading NUL byte) that one AIM API at `host`:`port` holds."""
+    return f"\0aim-api:{host}:{port}"
+
+
+def _claim(host: str, port: int) -> socket.socket:
+    """Bind the address lock of `host`:`port`, or raise ValidationError when another process holds it.
+
+    The kernel frees an abstract socket name when its last holder exits, so a crashed server leaves
+    no stale lock behind. Like the TCP port, the name belongs to the network namespace.
     """
-    _check_free(host, port)
-    sock = bind_reuse_port(host, port)
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        lock.bind(_lock_name(host, port))
+    except OSError:
+        lock.close()
+        raise ValidationError(
+            "port", f"{port} on {host} is in use by another AIM API process; stop that server or choose a free TCP port"
+        ) from None
+    return lock
+
+
+def reserve(host: str, port: int) -> Reservation:
+    """Check that `host`:`port` is free, then hold it in the supervising process without listening.
+
+    The address lock rejects a second AIM API even while all of this one's workers restart. The TCP
+    socket is bound but never listens, so it receives no connections. It keeps the port bound
+    between worker restarts. Close the reservation when the server stops.
+    """
+    lock = _claim(host, port)
+    try:
+        _check_free(host, port)
+        reserved = bind_reuse_port(host, port)
+    except BaseException:
+        lock.close()
+        raise
     logger.info("reserved %s:%d for per-worker SO_REUSEPORT listeners", host, port)
-    return sock
+    return Reservation(lock, reserved)
 
 
 class WorkerListeners(Sequence[socket.socket]):
