@@ -174,7 +174,7 @@ def trust_recalc(
 ) -> None:
     """Recalculate trust scores now and write a history row for each change."""
     from aim import trust
-    from aim.services import organizations
+    from aim.services import cache_hooks, organizations
     from aim.services.actor import system
 
     runtime = _fail_cleanly(_runtime)
@@ -186,10 +186,10 @@ def trust_recalc(
         organization = organizations.get_by_name(runtime.db, org)
         return trust.recalculate_organization(runtime.db, organization["id"], reason="manual recalculation", actor=actor)
 
-    changed = _fail_cleanly(run)
-    from aim.services import cache_hooks
-
-    cache_hooks.agent_list_changed()
+    try:
+        changed = _fail_cleanly(run)
+    finally:
+        cache_hooks.scores_recalculated()
     console.print(f"trust recalculated: {changed} score(s) changed")
 
 

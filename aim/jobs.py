@@ -63,18 +63,19 @@ def process_dirty_agents(runtime: Runtime, limit: int = DIRTY_BATCH) -> int:
         # Agents deleted since they were queued are simply not found.
         rescored = trust.recalculate_agents(runtime.db, organization_id, ids, reason="new verification events",
                                             actor=actor)
-        for agent_id in rescored:
-            cache_hooks.trust_changed(agent_id)
+        if rescored:
+            cache_hooks.scores_recalculated(rescored)
         changed += len(rescored)
-    if changed:
-        cache_hooks.agent_list_changed()
     return changed
 
 
 def recalculate_all_trust(runtime: Runtime) -> int:
-    updated = trust.recalculate_all(runtime.db, reason="periodic recalculation", actor=system("trust-recalc").label)
-    cache_hooks.agent_list_changed()
-    return updated
+    try:
+        return trust.recalculate_all(runtime.db, reason="periodic recalculation",
+                                     actor=system("trust-recalc").label)
+    finally:
+        # Organizations that did recalculate committed, even when another one failed.
+        cache_hooks.scores_recalculated()
 
 
 def expire_attestations(runtime: Runtime) -> int:

@@ -9,7 +9,8 @@ import pytest
 from aim import jobs
 from aim.services import agents
 from aim.services.actor import Actor
-from aim.services.verification import mark_trust_dirty
+from aim.services.verification import load_trust_score, mark_trust_dirty
+from aim.simulate import periodic
 from aim.trust import gather
 from aim.trust.recalc import recalculate_agent, recalculate_agents
 
@@ -92,3 +93,43 @@ def test_unchanged_score_not_returned(db, org_id):
 
     assert first == [agent_id]
     assert again == []
+
+
+def _cache_then_deny(db, org_id) -> tuple[uuid.UUID, float]:
+    """Register an agent, cache its trust score as a verification does, then add denials to lower it."""
+    agent_id = _register(db, org_id)
+    cached = load_trust_score(db, agent_id)
+    _denials(db, org_id, agent_id, 3)
+    return agent_id, cached
+
+
+def test_queue_job_drops_cached_score(runtime, db, org_id):
+    runtime.redis.delete(f"{runtime.settings.redis_prefix}trust:dirty")
+    agent_id, cached = _cache_then_deny(db, org_id)
+    mark_trust_dirty(runtime.redis, runtime.settings.redis_prefix, agent_id)
+
+    jobs.process_dirty_agents(runtime)
+
+    stored = float(_score(db, agent_id)["trust_score"])
+    assert stored < cached
+    assert load_trust_score(db, agent_id) == stored
+
+
+def test_periodic_job_drops_cached_scores(runtime, db, org_id):
+    agent_id, cached = _cache_then_deny(db, org_id)
+
+    jobs.recalculate_all_trust(runtime)
+
+    stored = float(_score(db, agent_id)["trust_score"])
+    assert stored < cached
+    assert load_trust_score(db, agent_id) == stored
+
+
+def test_simulator_recalculation_drops_cached_scores(runtime, db, org_id):
+    agent_id, cached = _cache_then_deny(db, org_id)
+
+    periodic.recalculate_trust(runtime, org_id)
+
+    stored = float(_score(db, agent_id)["trust_score"])
+    assert stored < cached
+    assert load_trust_score(db, agent_id) == stored

@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 
 import redis
 
@@ -55,9 +56,20 @@ def agent_registered() -> None:
     _cache().invalidate_all(AGENT_LIST, DASHBOARD_STATS)
 
 
-def trust_changed(agent_id: uuid.UUID | str) -> None:
-    """Drop one agent's cached trust score. Callers then call `agent_list_changed` once per batch."""
-    _cache().invalidate(TRUST_SCORES, str(agent_id))
+def scores_recalculated(agent_ids: Iterable[uuid.UUID | str] | None = None) -> None:
+    """Drop cached trust scores after a recalculation commits, with the agent lists and overview that show them.
+
+    With `agent_ids`, only those agents' scores are dropped. Without, every cached score is, which
+    suits a recalculation of whole organizations. Until then, verification would go on deciding
+    with the old score for up to the trust cache's TTL.
+    """
+    cache = _cache()
+    if agent_ids is None:
+        cache.invalidate_all(TRUST_SCORES, AGENT_LIST, DASHBOARD_STATS)
+        return
+    for agent_id in agent_ids:
+        cache.invalidate(TRUST_SCORES, str(agent_id))
+    cache.invalidate_all(AGENT_LIST, DASHBOARD_STATS)
 
 
 def agent_list_changed() -> None:

@@ -14,7 +14,7 @@ from datetime import timedelta
 from aim import trust
 from aim.metrics.rollup import RECORDER
 from aim.runtime import Runtime
-from aim.services import alerts
+from aim.services import alerts, cache_hooks
 from aim.services.actor import Actor, system
 from aim.simulate.live import PeriodicTask
 
@@ -32,9 +32,12 @@ ANALYST = Actor("system", "simulator-analyst", role="analyst")
 
 def recalculate_trust(runtime: Runtime, organization_id: uuid.UUID) -> int:
     """Recalculate every agent of the organization and return how many scores changed."""
-    return trust.recalculate_organization(
-        runtime.db, organization_id, reason="periodic recalculation", actor=system("simulator").label
-    )
+    try:
+        return trust.recalculate_organization(
+            runtime.db, organization_id, reason="periodic recalculation", actor=system("simulator").label
+        )
+    finally:
+        cache_hooks.scores_recalculated()
 
 
 def triage_alerts(runtime: Runtime, organization_id: uuid.UUID) -> tuple[int, int]:

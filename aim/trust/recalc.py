@@ -133,8 +133,8 @@ def _write_changed_rows(
     # moved if it rolls back.
     for row in rows:
         metrics.observe_trust_change(float(row["previous_score"]), float(row["score"]))
-    # TODO: invalidate the changed agents' `trust_scores` cache entries after commit. Until then a
-    # cached score stays visible for up to its 1 min TTL after a change.
+    # The callers drop the cached scores once the transaction commits (cache_hooks.scores_recalculated
+    # or agent_changed), because entries dropped before the commit could be refilled with old scores.
     if len(rows) < len(changed):
         logger.info(
             "trust: %d of %d agents in organization %s changed concurrently and were skipped",
