@@ -6,26 +6,18 @@ import os
 import pickle
 import socket
 import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import pytest
 
 from aim.api import listeners
 from aim.errors import ValidationError
+from api_process import api_command, api_env, free_port, start_api, stop_api
 
 pytestmark = pytest.mark.skipif(not listeners.supported(), reason="SO_REUSEPORT balancing is Linux only")
 
 CONNECTIONS = 32
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _children(pid: int) -> list[int]:
@@ -64,39 +56,14 @@ def _workers_listening(pid: int, port: int) -> int:
     return sum(1 for child in _children(pid) if listening & set(_socket_owners([child])))
 
 
-def _api_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "aim.cli", "api", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
-
-
-def _api_env(settings) -> dict[str, str]:
-    """Return an environment that points `aim api` at the test database and Redis."""
-    return dict(os.environ, AIM_DATABASE_URL=settings.database_url, AIM_REDIS_URL=settings.redis_url,
-                AIM_REDIS_PREFIX=settings.redis_prefix, AIM_DATA_DIR=str(settings.data_dir), AIM_LOG_LEVEL="WARNING")
-
-
 @pytest.fixture()
 def two_worker_api(settings):
-    port = _free_port()
-    process = subprocess.Popen(_api_command(port), env=_api_env(settings), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
+    port = free_port()
+    process = start_api(settings, port, "--workers", "2", ready=lambda started: _workers_listening(started.pid, port) == 2)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200 and \
-                        _workers_listening(process.pid, port) == 2:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                output = process.stdout.read().decode(errors="replace") if process.poll() is not None else ""
-                raise AssertionError(f"aim api --workers 2 failed to start on port {port} within 60 s: "
-                                     f"{output[-2000:]}")
-            time.sleep(0.2)
         yield process, port
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_api(process)
 
 
 @pytest.mark.integration
@@ -153,7 +120,7 @@ def test_port_in_use_names_the_port():
 
 
 def test_unpickled_listeners_bind_socket():
-    port = _free_port()
+    port = free_port()
     reservation = listeners.reserve("127.0.0.1", port)
     parent = listeners.WorkerListeners("127.0.0.1", port)
     try:
@@ -174,7 +141,7 @@ def test_unpickled_listeners_bind_socket():
 
 
 def test_port_of_running_server_rejected():
-    port = _free_port()
+    port = free_port()
     first = listeners.reserve("127.0.0.1", port)
     workers = [listeners.WorkerListeners("127.0.0.1", port) for _ in range(2)]
     sockets = [worker[0] for worker in workers]
@@ -194,7 +161,7 @@ def test_port_of_running_server_rejected():
 
 def test_port_held_while_workers_restart():
     # Between worker restarts nothing listens, so only the address lock can reject a second server.
-    port = _free_port()
+    port = free_port()
     first = listeners.reserve("127.0.0.1", port)
     try:
         with pytest.raises(ValidationError) as caught:
@@ -207,7 +174,7 @@ def test_port_held_while_workers_restart():
 
 
 def test_closed_reservation_frees_port():
-    port = _free_port()
+    port = free_port()
     listeners.reserve("127.0.0.1", port).close()
 
     again = listeners.reserve("127.0.0.1", port)
@@ -233,7 +200,8 @@ def test_failed_check_releases_lock():
 def test_second_server_on_same_port_fails(two_worker_api, settings):
     _, port = two_worker_api
 
-    second = subprocess.run(_api_command(port), env=_api_env(settings), capture_output=True, text=True, timeout=120)
+    second = subprocess.run(api_command(port, "--workers", "2"), env=api_env(settings), capture_output=True,
+                            text=True, timeout=120)
 
     assert second.returncode == 2, second.stdout + second.stderr
     assert f"port: {port} on 127.0.0.1 is in use" in second.stderr

@@ -23,12 +23,17 @@ def api(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8080, "--port", min=1, max=65535, help="TCP port to listen on."),
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="Worker processes."),
+    timeout_keep_alive: int = typer.Option(
+        5, "--timeout-keep-alive", min=1, max=3600,
+        help="Seconds an idle keep-alive connection stays open. Behind a load balancer, set it above the "
+             "balancer's idle timeout.",
+    ),
 ) -> None:
     """Run the REST API under /api/v1, with its metric flusher and periodic jobs, until interrupted."""
     from aim.api.server import serve
 
     try:
-        serve(host, port, workers)
+        serve(host, port, workers, timeout_keep_alive=timeout_keep_alive)
     except AIMError as exc:
         raise _fail(exc) from None
 
