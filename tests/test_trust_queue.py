@@ -115,20 +115,14 @@ def test_queue_job_drops_cached_score(runtime, db, org_id):
     assert load_trust_score(db, agent_id) == stored
 
 
-def test_periodic_job_drops_cached_scores(runtime, db, org_id):
+@pytest.mark.parametrize("recalculate", [
+    pytest.param(lambda runtime, org_id: jobs.recalculate_all_trust(runtime), id="periodic-job"),
+    pytest.param(periodic.recalculate_trust, id="simulator"),
+])
+def test_recalculation_drops_cached_scores(runtime, db, org_id, recalculate):
     agent_id, cached = _cache_then_deny(db, org_id)
 
-    jobs.recalculate_all_trust(runtime)
-
-    stored = float(_score(db, agent_id)["trust_score"])
-    assert stored < cached
-    assert load_trust_score(db, agent_id) == stored
-
-
-def test_simulator_recalculation_drops_cached_scores(runtime, db, org_id):
-    agent_id, cached = _cache_then_deny(db, org_id)
-
-    periodic.recalculate_trust(runtime, org_id)
+    recalculate(runtime, org_id)
 
     stored = float(_score(db, agent_id)["trust_score"])
     assert stored < cached
