@@ -92,10 +92,15 @@ def timestamp_now() -> str:
 
 
 def signed_verification(agent_id: uuid.UUID, key_id: str, private_key: object, action: str, resource: str,
-                        context: dict[str, Any] | None) -> dict[str, Any]:
-    """Build a verification request signed over its RFC 8785 form, with a fresh nonce and timestamp."""
+                        context: dict[str, Any] | None, timestamp: str | None = None) -> dict[str, Any]:
+    """Build a verification request signed over its RFC 8785 form, with a fresh nonce.
+
+    The timestamp is the current time unless `timestamp` (RFC 3339) gives the time the request is
+    planned to be sent. The server accepts a timestamp within 300 s of its clock.
+    """
     fields: dict[str, Any] = {"agent_id": str(agent_id), "action": action, "resource": resource,
-                              "timestamp": timestamp_now(), "nonce": identity.new_nonce(), "key_id": key_id}
+                              "timestamp": timestamp or timestamp_now(), "nonce": identity.new_nonce(),
+                              "key_id": key_id}
     if context is not None:
         fields["context"] = context
     fields["signature"] = identity.sign_request(private_key, fields)

@@ -52,12 +52,15 @@ class SigningAgent:
     key_id: str
     private_key_pem: str
 
-    def signed_request(self, resource: str = "orders") -> dict[str, Any]:
-        """Build a verification request with a fresh nonce and timestamp, signed like the AIM client does."""
+    def signed_request(self, resource: str = "orders", timestamp: str | None = None) -> dict[str, Any]:
+        """Build a verification request with a fresh nonce, signed like the AIM client does.
+
+        Its timestamp is now, or `timestamp` (RFC 3339) for a request planned to be sent later.
+        """
         from aim.client.common import signed_verification
 
         return signed_verification(uuid.UUID(self.agent_id), self.key_id, self.private_key_pem, VERIFY_ACTION,
-                                   resource, None)
+                                   resource, None, timestamp)
 
     def __repr__(self) -> str:  # keeps the private key out of logs
         return f"SigningAgent({self.agent_id}, {self.key_id})"
@@ -233,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     fixture = prepare_from_args(args, work_dir)
     env = " ".join(f"{name}={value}" for name, value in fixture.server_env().items())
     print(f"fixture: {work_dir / FIXTURE_FILE}")
-    print(f"serve it with: {env} AIM_RATE_LIMIT_PER_MINUTE=0 aim api --host 127.0.0.1 --port 8081 --workers 2")
+    print(f"serve it with: {env} AIM_RATE_LIMIT_PER_MINUTE=0 aim api --host 127.0.0.1 --port 8081 --workers 2 "
+          "--timeout-keep-alive 75")
     print(f"drop it with: python -m bench.load.fixtures --drop {work_dir / FIXTURE_FILE}")
     return 0
 

@@ -24,15 +24,13 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from bench.load import fixtures, targets
 from bench.load.cpu import CpuMeter
-from bench.load.fixtures import LoadFixture
+from bench.load.report import machine_summary, print_table, print_verdict
+from bench.load.session import LOG_FORMAT, add_target_options, api_under_test, check_target_options
 from bench.load.stages import USER_RATE, stages
-from bench.load.report import machine_summary, print_table
-from bench.load.server import check_local_url, running_api
 
 logger = logging.getLogger(__name__)
 
@@ -127,46 +125,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="run the stages scaled to about 2 min instead of 16")
-    parser.add_argument("--url", help="API under test, such as http://127.0.0.1:8080 (default: start one)")
-    parser.add_argument("--fixture", type=Path, help="fixture.json of the database that --url serves")
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes of the started API (default 2)")
-    parser.add_argument("--port", type=int, default=8081, help="port of the started API (default 8081)")
-    fixtures.add_fixture_options(parser)
+    add_target_options(parser)
     args = parser.parse_args(argv)
-    if args.url and not args.fixture:
-        parser.error("--url needs --fixture, the fixture.json of the database that server uses")
+    check_target_options(parser, args)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     profile = "quick" if args.quick else "default"
-    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="aim-load-"))
-    fixture = LoadFixture.read(args.fixture) if args.fixture else fixtures.prepare_from_args(args, work_dir)
-    fixture_path = args.fixture or work_dir / fixtures.FIXTURE_FILE
-    csv_prefix = fixture.work_dir / f"locust-{profile}"
-    print(machine_summary())
-
-    meter = CpuMeter(None, fixture.database)
-    try:
-        if args.url:
-            check_local_url(args.url)
-            meter.start()
-            status = run_locust(args.url, fixture_path, profile, csv_prefix)
-        else:
-            print(f"API: aim api --host 127.0.0.1 --port {args.port} --workers {args.workers}, "
-                  "AIM_RATE_LIMIT_PER_MINUTE=0, AIM_LOG_LEVEL=WARNING")
-            with running_api(fixture, port=args.port, workers=args.workers) as server:
-                meter = CpuMeter(server.pid, fixture.database)
-                meter.start()
-                status = run_locust(server.url, fixture_path, profile, csv_prefix)
-                cpu = meter.stop()
-        if args.url:
-            cpu = meter.stop()
-    finally:
-        if not args.fixture:
-            fixture.close()
+    with api_under_test(args) as (server, fixture):
+        csv_prefix = fixture.work_dir / f"locust-{profile}"
+        meter = CpuMeter(server.pid, fixture.database)
+        meter.start()
+        status = run_locust(server.url, args.fixture or fixture.work_dir / fixtures.FIXTURE_FILE, profile, csv_prefix)
+        cpu = meter.stop()
 
     print(f"load after the run: {machine_summary(load_only=True)}")
     if not Path(f"{csv_prefix}_stats.csv").exists():
@@ -183,11 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if cpu.machine_line():
         print(cpu.machine_line())
     failures = judge(stats)
-    print()
-    for failure in failures:
-        print(f"FAIL {failure}")
-    print("all thresholds passed" if not failures else f"{len(failures)} threshold(s) failed")
-    return 1 if failures else 0
+    return print_verdict(failures)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
 --         verify       POST /api/v1/agents/{id}/verify, one line of FILE per request ("agent_id<TAB>json body"),
 --                      each a signed request with its own nonce; FILE must hold enough lines for the run
 --   RATE  requests per second of this process, split evenly over its threads; 0 sends as fast as the
---         connections allow (closed model)
+--         connections allow (closed model). schedule:PATH sends at the planned times in PATH: one
+--         offset in ms from the start per line, in order. The threads take alternate lines.
 --   TAG   text that makes the names and URLs of created resources unique to this run
 -- The API key comes from the environment (AIM_LOAD_API_KEY), so it does not show in the process list.
 --
@@ -16,7 +17,8 @@
 -- connection until its slot, like wrk2's constant throughput mode. When every connection is busy at
 -- a slot's time, the request goes out late; lateness over LATE_MS is counted and reported, because
 -- wrk times a request from its actual send, so late sends hide queueing (coordinated omission).
--- The result is one line "AIM_RESULT {json}" with counts and latency percentiles in microseconds.
+-- The result is one line "AIM_RESULT {json}" with counts and latency percentiles in microseconds,
+-- and the responses completed in each second of the run.
 
 local ffi = require("ffi")
 ffi.cdef[[
@@ -41,11 +43,15 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-local mode, tag, interval_ms, next_slot
+local mode, tag, interval_ms, next_slot, start_ms
 local sent = 0
+local schedule = nil
+local schedule_index, schedule_step = 0, 1
+local BUCKET_MS = 1000
 -- Globals, because done() reads them from each thread with thread:get().
 late, max_lag_ms = 0, 0
 statuses = {}
+completed = {}
 error_sample = nil
 local auth_header
 local get_path
@@ -55,6 +61,16 @@ local verify_index = 0
 
 local function url_encode(text)
   return (text:gsub("[^%w%-%._~]", function(char) return string.format("%%%02X", string.byte(char)) end))
+end
+
+local function load_offsets(path)
+  local handle = assert(io.open(path, "r"), "cannot open " .. tostring(path))
+  local offsets = {}
+  for line in handle:lines() do
+    table.insert(offsets, tonumber(line))
+  end
+  handle:close()
+  return offsets
 end
 
 local function load_lines(path)
@@ -75,12 +91,18 @@ function init(args)
   local threads_total = tonumber(os.getenv("AIM_LOAD_THREADS") or "1")
   local api_key = assert(os.getenv("AIM_LOAD_API_KEY"), "AIM_LOAD_API_KEY is not set")
   auth_header = "Bearer " .. api_key
+  if args[2]:sub(1, 9) == "schedule:" then
+    schedule = load_offsets(args[2]:sub(10))
+    schedule_index = (thread_index or 1) - threads_total
+    schedule_step = threads_total
+  end
   if rate > 0 then
     interval_ms = 1000.0 * threads_total / rate
   else
     interval_ms = 0
   end
-  next_slot = now_ms()
+  start_ms = now_ms()
+  next_slot = start_ms
   if mode:sub(1, 4) == "get:" then
     get_path = mode:sub(5)
   elseif mode == "verify" then
@@ -91,19 +113,37 @@ function init(args)
   end
 end
 
+local function count_lag(lag)
+  if lag > LATE_MS then
+    late = late + 1
+  end
+  if lag > max_lag_ms then
+    max_lag_ms = lag
+  end
+end
+
 function delay()
+  if schedule then
+    schedule_index = schedule_index + schedule_step
+    local offset = schedule[schedule_index]
+    if offset == nil then
+      -- Every planned request went out: idle until wrk's -d duration ends the run.
+      return 3600000
+    end
+    local now = now_ms()
+    local slot = start_ms + offset
+    if slot < now then
+      count_lag(now - slot)
+      return 0
+    end
+    return slot - now
+  end
   if interval_ms <= 0 then
     return 0
   end
   local now = now_ms()
   if next_slot < now then
-    local lag = now - next_slot
-    if lag > LATE_MS then
-      late = late + 1
-    end
-    if lag > max_lag_ms then
-      max_lag_ms = lag
-    end
+    count_lag(now - next_slot)
     next_slot = now
   end
   local slot = next_slot
@@ -152,6 +192,8 @@ end
 
 function response(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1
+  local bucket = math.floor((now_ms() - start_ms) / BUCKET_MS) + 1
+  completed[bucket] = (completed[bucket] or 0) + 1
   if status >= 400 and error_sample == nil then
     error_sample = tostring(status) .. " " .. string.sub(body or "", 1, 300)
   end
@@ -170,7 +212,7 @@ end
 
 function done(summary, latency, requests)
   local late_total, max_lag, status_parts, sample = 0, 0, {}, nil
-  local merged = {}
+  local merged, buckets, bucket_count = {}, {}, 0
   for _, thread in ipairs(threads) do
     late_total = late_total + (thread:get("late") or 0)
     local lag = thread:get("max_lag_ms") or 0
@@ -182,18 +224,29 @@ function done(summary, latency, requests)
       merged[code] = (merged[code] or 0) + count
     end
     sample = sample or thread:get("error_sample")
+    for index, count in pairs(thread:get("completed") or {}) do
+      buckets[index] = (buckets[index] or 0) + count
+      if index > bucket_count then
+        bucket_count = index
+      end
+    end
   end
   for code, count in pairs(merged) do
     table.insert(status_parts, string.format('"%d":%d', code, count))
+  end
+  local bucket_parts = {}
+  for index = 1, bucket_count do
+    table.insert(bucket_parts, tostring(buckets[index] or 0))
   end
   local errors = summary.errors
   io.write(string.format(
     'AIM_RESULT {"requests":%d,"duration_us":%d,"bytes":%d,'
       .. '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},'
       .. '"latency_us":{"p50":%d,"p95":%d,"p99":%d,"max":%d,"mean":%.1f},'
-      .. '"late":%d,"max_lag_ms":%.1f,"statuses":{%s},"error_sample":%s}\n',
+      .. '"late":%d,"max_lag_ms":%.1f,"statuses":{%s},"error_sample":%s,"completed_1s":[%s]}\n',
     summary.requests, summary.duration, summary.bytes,
     errors.connect, errors.read, errors.write, errors.status, errors.timeout,
     latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max, latency.mean,
-    late_total, max_lag, table.concat(status_parts, ","), sample and json_string(sample) or "null"))
+    late_total, max_lag, table.concat(status_parts, ","), sample and json_string(sample) or "null",
+    table.concat(bucket_parts, ",")))
 end

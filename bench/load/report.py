@@ -39,3 +39,12 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(row[index])) for row in [header, *rows]) for index in range(len(header))]
     for row in [header, ["-" * width for width in widths], *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def print_verdict(failures: list[str]) -> int:
+    """Print each failed threshold and the verdict, and return the exit status: 1 when any failed, else 0."""
+    print()
+    for failure in failures:
+        print(f"FAIL {failure}")
+    print("all thresholds passed" if not failures else f"{len(failures)} threshold(s) failed")
+    return 1 if failures else 0

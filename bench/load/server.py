@@ -29,6 +29,10 @@ HOST = "127.0.0.1"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
+# Idle keep-alive connections stay open this long. In the staged test's ramps, a wrk connection of a
+# rare endpoint waits more than uvicorn's default 5 s between sends, and wrk counts a connection
+# that the server closed as a read error.
+KEEP_ALIVE_S = 75
 
 
 def check_local_url(url: str) -> None:
@@ -40,7 +44,14 @@ def check_local_url(url: str) -> None:
 
 def server_command(port: int, workers: int) -> list[str]:
     """Return the command line of the API server, the same one `aim api` runs."""
-    return [sys.executable, "-m", "aim.cli", "api", "--host", HOST, "--port", str(port), "--workers", str(workers)]
+    return [sys.executable, "-m", "aim.cli", "api", "--host", HOST, "--port", str(port), "--workers", str(workers),
+            "--timeout-keep-alive", str(KEEP_ALIVE_S)]
+
+
+def describe_server(port: int, workers: int) -> str:
+    """Return the command line and environment of the API that `running_api` starts, for reports."""
+    command = " ".join(server_command(port, workers)[3:])
+    return f"aim {command}, AIM_RATE_LIMIT_PER_MINUTE=0, AIM_LOG_LEVEL=WARNING"
 
 
 def _wait_ready(url: str, process: subprocess.Popen, log_path: Path) -> None:

@@ -35,20 +35,19 @@ import json
 import logging
 import math
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.load import fixtures, targets
-from bench.load.fixtures import LoadFixture
-from bench.load.report import machine_summary, print_table
+from bench.load import targets
 from bench.load.cpu import CpuMeter
-from bench.load.server import ApiServer, check_local_url, running_api
+from bench.load.fixtures import LoadFixture
+from bench.load.report import machine_summary, print_table, print_verdict
+from bench.load.server import ApiServer
+from bench.load.session import LOG_FORMAT, add_target_options, api_under_test, check_target_options, wrk_installed
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +82,8 @@ class WrkResult:
     statuses: dict[str, int]
     socket_errors: dict[str, int]
     error_sample: str | None
+    # Responses completed in each second of the run, from paced.lua.
+    completed_1s: tuple[int, ...] = ()
 
     @property
     def rate(self) -> float:
@@ -115,10 +116,12 @@ def write_verify_requests(fixture: LoadFixture, count: int, path: Path) -> None:
     logger.info("signed %d verification requests in %.1f s", count, time.perf_counter() - started)
 
 
-def _wrk_command(url: str, mode: str, rate: float, duration_s: int, connections: int, threads: int, tag: str,
+def _wrk_command(url: str, mode: str, rate: float | str, duration_s: int, connections: int, threads: int, tag: str,
                  extra: list[str]) -> list[str]:
+    """Return the wrk command of one paced.lua process; `rate` is requests per second or "schedule:PATH"."""
+    rate_arg = rate if isinstance(rate, str) else f"{rate:g}"
     return ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--timeout", "5s", "--latency",
-            "-s", str(LUA_SCRIPT), url, "--", mode, f"{rate:g}", tag, *extra]
+            "-s", str(LUA_SCRIPT), url, "--", mode, rate_arg, tag, *extra]
 
 
 def _start_wrk(command: list[str], fixture: LoadFixture, threads: int) -> subprocess.Popen:
@@ -142,7 +145,7 @@ def _parse(name: str, target_rate: float, process: subprocess.Popen, timeout_s: 
         failed=failed, p50_ms=latency["p50"] / 1000, p95_ms=latency["p95"] / 1000, p99_ms=latency["p99"] / 1000,
         max_ms=latency["max"] / 1000, late=data["late"], statuses=data["statuses"],
         socket_errors={name: count for name, count in errors.items() if name != "status" and count},
-        error_sample=data["error_sample"],
+        error_sample=data["error_sample"], completed_1s=tuple(data.get("completed_1s", ())),
     )
 
 
@@ -272,10 +275,7 @@ def _print_max(result: WrkResult, connections: int, threads: int, duration_s: in
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", help="API under test, such as http://127.0.0.1:8080 (default: start one)")
-    parser.add_argument("--fixture", type=Path, help="fixture.json of the database that --url serves")
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes of the started API (default 2)")
-    parser.add_argument("--port", type=int, default=8081, help="port of the started API (default 8081)")
+    add_target_options(parser)
     parser.add_argument("--rate", type=float, default=targets.TARGET_RATE,
                         help=f"total requests per second of the mix (default {targets.TARGET_RATE:g})")
     parser.add_argument("--duration", type=int, default=60, help="seconds of the mix phase (default 60)")
@@ -291,43 +291,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cpu-per-endpoint", type=float, default=0, metavar="RATE",
                         help="first send each endpoint alone at RATE req/s for 8 s and print its CPU time per "
                              "request (default 0: skip this phase)")
-    fixtures.add_fixture_options(parser)
     args = parser.parse_args(argv)
     if args.duration + args.warmup > MAX_VERIFY_SPAN_S:
         parser.error(f"--duration plus --warmup is {args.duration + args.warmup} s; expected at most "
                      f"{MAX_VERIFY_SPAN_S} s, because signed requests expire 300 s after they are made")
-    if args.url and not args.fixture:
-        parser.error("--url needs --fixture, the fixture.json of the database that server uses")
+    check_target_options(parser, args)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if shutil.which("wrk") is None:
-        print("error: wrk is not installed; install it with `apt-get install wrk`", file=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    if not wrk_installed():
         return 2
-    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="aim-load-"))
-    fixture = LoadFixture.read(args.fixture) if args.fixture else fixtures.prepare_from_args(args, work_dir)
-    print(machine_summary())
-    failures: list[str] = []
-    try:
-        if args.url:
-            check_local_url(args.url)
-            failures = _run_phases(ApiServer(args.url, None), fixture, args)
-        else:
-            print(f"API: aim api --host 127.0.0.1 --port {args.port} --workers {args.workers}, "
-                  "AIM_RATE_LIMIT_PER_MINUTE=0, AIM_LOG_LEVEL=WARNING")
-            with running_api(fixture, port=args.port, workers=args.workers) as server:
-                failures = _run_phases(server, fixture, args)
-    finally:
-        if not args.fixture:
-            fixture.close()
-    print()
-    for failure in failures:
-        print(f"FAIL {failure}")
-    print("all thresholds passed" if not failures else f"{len(failures)} threshold(s) failed")
-    return 1 if failures else 0
+    with api_under_test(args) as (server, fixture):
+        failures = _run_phases(server, fixture, args)
+    return print_verdict(failures)
 
 
 def _print_cpu(meter: CpuMeter, requests: int) -> None:
