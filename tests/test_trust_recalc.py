@@ -11,6 +11,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from aim.errors import NotFound, ValidationError
+from aim.services import agents
+from aim.services.actor import Actor
 from aim.trust import factors, gather
 from aim.trust.factors import MEASURED, NO_DATA
 from aim.trust.inputs import evaluate_factors
@@ -499,3 +501,19 @@ def test_new_agent_score_matches_full_recalculation(db, org_id):
     assert Decimal(str(full.score)) == stored["trust_score"]
     assert full.factors_json() == stored["trust_factors"]
     assert len(_history(db, agent["id"])) == 1
+
+
+def test_registration_stores_first_score(db, org_id):
+    agent_id = agents.register_agent(db, org_id, Actor("system", "test"), name=f"new-{uuid.uuid4().hex[:8]}").agent["id"]
+    stored = db.fetch_one("test.new_agent", "SELECT trust_score, trust_factors, created_at FROM agents WHERE id = %s",
+                          (agent_id,))
+    history_sql = "SELECT score, previous_score, reason FROM trust_score_history WHERE agent_id = %s"
+    history = db.fetch_all("test.new_agent_history", history_sql, (agent_id,))
+
+    rescored = _recalc(db, org_id, agent_id, stored["created_at"])
+
+    assert history == [{"score": stored["trust_score"], "previous_score": Decimal("0.5"), "reason": "agent registered"}]
+    assert Decimal(str(rescored.score)) == stored["trust_score"]
+    assert stored["trust_factors"] == rescored.factors_json()
+    # The recalculation found nothing to change, so it wrote no second history row.
+    assert db.fetch_all("test.new_agent_history", history_sql, (agent_id,)) == history

@@ -11,6 +11,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any, Iterable
 
 import psycopg
@@ -113,24 +114,27 @@ def register_agent(
     key_id = identity.compute_key_id(key)
     created_at = created_at or datetime.now(timezone.utc)
 
-    # The id is made here, so no statement after the agent's INSERT needs its result. The pipelined
-    # transaction then sends BEGIN and the INSERTs of the agent, its key, its grants and its audit
-    # row in one round trip. The first fetch, at the latest the audit row's id, raises a duplicate name.
+    # The id and the first trust score are made here, so no statement after the agent's INSERT needs
+    # its result. The pipelined transaction then sends BEGIN and the INSERTs of the agent, its key,
+    # its grants, its audit row and its trust history row in one round trip. The first fetch, at the
+    # latest the audit row's id, raises a duplicate name.
     agent_id = uuid.uuid4()
+    score = trust.new_agent_score()
     try:
         with db.transaction(pipelined=True) as conn, conn.cursor(row_factory=dict_row) as inserted:
             with timed_query("agents.insert"):
                 inserted.execute(
                     f"""
-                    INSERT INTO agents (id, organization_id, name, agent_type, description, status, public_key,
-                                        key_id, key_created_at, key_origin, capabilities, metadata, created_by,
-                                        created_at, updated_at, last_seen_at)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL)
+                    INSERT INTO agents (id, organization_id, name, agent_type, description, status, trust_score,
+                                        trust_factors, public_key, key_id, key_created_at, key_origin, capabilities,
+                                        metadata, created_by, created_at, updated_at, last_seen_at)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL)
                     RETURNING {AGENT_COLUMNS}
                     """,
                     (
-                        agent_id, organization_id, name, agent_type, description, status, key, key_id, created_at,
-                        origin, caps, Jsonb(metadata or {}), actor.label, created_at, created_at,
+                        agent_id, organization_id, name, agent_type, description, status, Decimal(str(score.score)),
+                        Jsonb(score.factors_json()), key, key_id, created_at, origin, caps, Jsonb(metadata or {}),
+                        actor.label, created_at, created_at,
                     ),
                 )
             db.execute(
@@ -148,10 +152,10 @@ def register_agent(
                          "capabilities": caps},
                 occurred_at=created_at,
             )
+            trust.record_new_agent_score(db, conn, organization_id, agent_id, reason="agent registered",
+                                         actor=actor.label)
             agent = inserted.fetchone()
             assert agent is not None
-            score = trust.score_new_agent(db, conn, organization_id, agent, reason="agent registered",
-                                          actor=actor.label)
             agent["trust_score"] = score.score
     except psycopg.errors.UniqueViolation:
         raise Conflict(f"an agent named {name!r} already exists in this organization") from None

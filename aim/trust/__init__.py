@@ -8,8 +8,8 @@ PostgreSQL and `recalc` stores recalculated scores with their history.
 from aim.trust.factors import FACTOR_NAMES, MEASURED, NO_DATA, WEIGHTS, FactorResult
 from aim.trust.inputs import FactorInputs, evaluate_factors
 from aim.trust.recalc import (
-    RecalculationFailed, recalculate_agent, recalculate_agents, recalculate_all, recalculate_organization,
-    score_new_agent,
+    RecalculationFailed, new_agent_score, recalculate_agent, recalculate_agents, recalculate_all,
+    recalculate_organization, record_new_agent_score,
 )
 from aim.trust.risk import RISK_CLASSES, RISK_THRESHOLDS, passes, risk_threshold
 from aim.trust.score import TrustScore, combine
@@ -27,11 +27,12 @@ __all__ = [
     "TrustScore",
     "combine",
     "evaluate_factors",
+    "new_agent_score",
     "passes",
     "recalculate_agent",
     "recalculate_agents",
     "recalculate_all",
     "recalculate_organization",
+    "record_new_agent_score",
     "risk_threshold",
-    "score_new_agent",
 ]

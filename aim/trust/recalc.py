@@ -8,6 +8,7 @@ job does not fill the history with no-op rows.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -17,6 +18,7 @@ from decimal import Decimal
 from typing import Any, Sequence
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from aim import metrics
 from aim.db.pool import Database
@@ -182,25 +184,42 @@ def recalculate_agent(
         return _recalculate_locked(db, own, organization_id, agent_id, reason=reason, actor=actor, as_of=as_of)
 
 
-def score_new_agent(
-    db: Database, conn: psycopg.Connection, organization_id: uuid.UUID, agent: dict[str, Any], *, reason: str,
-    actor: str,
-) -> TrustScore:
-    """Score an agent that `conn`'s open transaction has just inserted, store the score and return it.
+# The score of an agent before its first calculation: the column default of agents.trust_score.
+# A new agent's history row records it as the previous score.
+UNSCORED = Decimal("0.5")
 
-    The agent has no verification events, alerts, ratings, MCP connections or last-seen time yet,
-    so every count is zero and its age is zero at `created_at`. The result equals
-    `recalculate_agent(..., as_of=created_at)` without the row lock and the five reads that
-    registration would otherwise spend on empty tables. `agent` carries `id`, `created_at`,
-    `trust_score` and `trust_factors` as inserted.
+
+@functools.cache
+def new_agent_score() -> TrustScore:
+    """Return the score of an agent at registration: no events, alerts, ratings or MCP use, and age zero.
+
+    Every factor input is zero then, so every new agent gets this score. It equals
+    `recalculate_agent(..., as_of=created_at)` right after the insert, without the reads and the
+    UPDATE that would cost.
+    """
+    return combine(evaluate_factors(FactorInputs(age_seconds=0.0)))
+
+
+def record_new_agent_score(
+    db: Database, conn: psycopg.Connection, organization_id: uuid.UUID, agent_id: uuid.UUID, *, reason: str,
+    actor: str,
+) -> None:
+    """Write the history row of an agent that `conn`'s open transaction inserts with `new_agent_score()`.
+
+    It only sends the INSERT, so in a pipelined transaction it costs no round trip of its own.
     """
     _validate_label("reason", reason)
     _validate_label("actor", actor)
-    snapshot = AgentSnapshot(agent["id"], agent["created_at"], agent["trust_score"], agent["trust_factors"],
-                             FactorInputs(age_seconds=0.0))
-    result = combine(evaluate_factors(snapshot.inputs))
-    _write_changes(db, conn, organization_id, [(snapshot, result)], reason=reason, actor=actor)
-    return result
+    score = new_agent_score()
+    db.execute(
+        "trust.new_agent_history",
+        """INSERT INTO trust_score_history (organization_id, agent_id, score, previous_score, factors, reason, actor)
+           VALUES (%s, %s, %s, %s, %s, %s, %s)""",
+        (organization_id, agent_id, Decimal(str(score.score)), UNSCORED, Jsonb(score.factors_json()), reason, actor),
+        conn=conn,
+    )
+    # As in _write_changed_rows, the counter moves before the caller commits.
+    metrics.observe_trust_change(float(UNSCORED), score.score)
 
 
 def recalculate_agents(
