@@ -209,10 +209,11 @@ def mcp_import(
         typer.echo("error: give exactly one of --file FILE or --url URL", err=True)
         raise typer.Exit(2)
     runtime = _fail_cleanly(_runtime)
-    organization = _fail_cleanly(lambda: organizations.get_or_create(runtime.db, org))
+    # The entries are read first, so a missing or malformed file creates no organization.
     entries = _fail_cleanly(
         lambda: mcp_servers.load_registry_file(file) if file else list(mcp_servers.fetch_registry_pages(url))
     )
+    organization = _fail_cleanly(lambda: organizations.get_or_create(runtime.db, org))
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("importing MCP servers", total=len(entries))
 
@@ -247,7 +248,10 @@ def up(
 ) -> None:
     """Run the whole product: migrations, the API and the dashboard, sharing one PostgreSQL and Redis."""
     from aim import up as up_module
+    from aim.services.dashboard_queries_shell import any_user_exists
 
+    # Checked first, so a taken port fails at once instead of after the servers and migrations start.
+    _fail_cleanly(lambda: up_module.check_ports(host, api_port, dashboard_port))
     runtime = _fail_cleanly(_runtime)
     env = up_module.child_environment(runtime.db.url, runtime.redis_url)
     if demo:
@@ -274,14 +278,20 @@ def up(
             console.print(f"Sign in as admin@demo.aim (also analyst@, manager@, viewer@) with password "
                           f"{up_module.DEMO_PASSWORD}", soft_wrap=True)
             registry = ["--mcp-registry", str(mcp_registry.resolve())] if mcp_registry else []
-            backfill = supervisor.start(up_module.Child("backfill", up_module.simulate_args(
-                "--agents", str(agents), "--backfill", "30", "--audit-rows", str(audit_rows), "--seed", "1",
-                *registry)))
-            while backfill.alive():
-                time.sleep(0.5)
+            if up_module.demo_history_exists(runtime):
+                # A second backfill would add another 30 days of events on top of the first.
+                console.print(f"The {up_module.DEMO_ORGANIZATION!r} organization already has history, so the "
+                              f"backfill is skipped. `aim simulate --org {up_module.DEMO_ORGANIZATION} --backfill 30` "
+                              "adds more.", highlight=False, soft_wrap=True)
+            else:
+                backfill = supervisor.start(up_module.Child("backfill", up_module.simulate_args(
+                    "--agents", str(agents), "--backfill", "30", "--audit-rows", str(audit_rows), "--seed", "1",
+                    *registry)))
+                while backfill.alive():
+                    time.sleep(0.5)
             supervisor.start(up_module.Child("live traffic", up_module.simulate_args(
                 "--agents", str(agents), "--rate", str(rate), "--duration", "0", "--via-api", api_url, *registry)))
-        else:
+        elif not any_user_exists(runtime.db):
             console.print("Open the dashboard to create the first admin account.")
         console.print("Press Ctrl-C to stop.")
         code = supervisor.watch({"api", "dashboard"})

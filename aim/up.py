@@ -153,5 +153,21 @@ def ensure_demo_accounts(runtime) -> list[tuple[str, str]]:
     return list(DEMO_ACCOUNTS)
 
 
+def check_ports(host: str, *ports: int) -> None:
+    """Raise ValidationError naming the first of `ports` on `host` that a running server listens on."""
+    from aim.api.listeners import check_free
+
+    for port in ports:
+        check_free(host, port)
+
+
+def demo_history_exists(runtime) -> bool:
+    """Return True when the demo organization has verification events, as after an earlier `aim up --demo`."""
+    from aim.services import organizations
+    from aim.simulate.backfill import has_history
+
+    return has_history(runtime.db, organizations.get_or_create(runtime.db, DEMO_ORGANIZATION)["id"])
+
+
 def simulate_args(*extra: str) -> list[str]:
     return [sys.executable, "-m", "aim.cli", "simulate", "--org", DEMO_ORGANIZATION, *extra]

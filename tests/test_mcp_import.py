@@ -10,8 +10,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
-from aim.services import mcp_registry, mcp_servers
+from aim.cli import app
+from aim.errors import NotFound
+from aim.services import mcp_registry, mcp_servers, organizations
 from aim.services.actor import Actor
 from aim.services.mcp_registry import RegistryError, fetch_registry_pages, import_registry, load_registry_file
 from conftest import MCP_REGISTRY_FILE
@@ -383,3 +386,15 @@ def test_import_isolated_per_organization(db, org_id):
 
     assert first.created == 1
     assert second.created == 1
+
+
+def test_import_of_missing_file_creates_no_org(runtime, db, tmp_path):
+    name = f"import-{uuid.uuid4().hex[:8]}"
+    missing = tmp_path / "missing.json"
+
+    result = CliRunner().invoke(app, ["mcp", "import", "--file", str(missing), "--org", name])
+
+    assert result.exit_code == 2
+    assert f"cannot read registry file {missing}" in result.output
+    with pytest.raises(NotFound):
+        organizations.get_by_name(db, name)

@@ -15,7 +15,7 @@ from aim import identity
 from aim.runtime import get_runtime, set_runtime
 from aim.services import verification
 from aim.simulate import keystore, rules, timeline
-from aim.simulate.backfill import run_backfill
+from aim.simulate.backfill import has_history, run_backfill
 from aim.simulate.commands import app as simulate_app
 from aim.simulate.keystore import KeyStore, KeyStoreError
 from aim.simulate.live import ActionExecutor, run_actions
@@ -319,3 +319,24 @@ def test_cli_rejects_bad_share_out_of_range(installed_runtime):
     result = CliRunner().invoke(simulate_app, ["--org", _org_name(), "--bad-share", "1.5", "--duration", "1"])
     assert result.exit_code == 2
     assert "bad-share" in result.output
+
+
+def test_history_found_after_first_event(db, org_id):
+    # `aim up --demo` skips its backfill when the demo organization already has history.
+    before = has_history(db, org_id)
+    agent_id = db.fetch_value(
+        "test.history_agent",
+        """INSERT INTO agents (organization_id, name, public_key, key_id, created_at)
+           VALUES (%s, %s, %s, %s, now()) RETURNING id""",
+        (org_id, f"history-{uuid.uuid4().hex[:8]}", os.urandom(32), f"ed25519:{uuid.uuid4().hex}"),
+    )
+    db.execute(
+        "test.history_event",
+        """INSERT INTO verification_events (organization_id, agent_id, action, risk_class, decision, reason,
+                                            signature_valid)
+           VALUES (%s, %s, 'db:read', 'low', 'allowed', 'ok', true)""",
+        (org_id, agent_id),
+    )
+
+    assert before is False
+    assert has_history(db, org_id) is True

@@ -63,7 +63,7 @@ def bind_reuse_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _check_free(host: str, port: int) -> None:
+def check_free(host: str, port: int) -> None:
     """Raise ValidationError when any socket, SO_REUSEPORT or not, listens on `host`:`port`.
 
     A socket without SO_REUSEPORT cannot bind next to a listening one. Without this check, a second
@@ -127,7 +127,7 @@ def reserve(host: str, port: int) -> Reservation:
     """
     lock = _claim(host, port)
     try:
-        _check_free(host, port)
+        check_free(host, port)
         reserved = bind_reuse_port(host, port)
     except BaseException:
         lock.close()

@@ -43,6 +43,24 @@ def serve(host: str = "127.0.0.1", port: int = 8080, workers: int = 1, *, access
         raise ValidationError("timeout-keep-alive", f"{timeout_keep_alive!r} is invalid; expected whole seconds "
                                                     f"from 1 to {MAX_KEEP_ALIVE_S}")
 
+    # The port is checked before the runtime starts embedded servers and migrates, so a taken port
+    # fails at once with a named error instead of uvicorn's bind error after start-up.
+    per_worker_sockets = workers > 1 and listeners.supported()
+    reservation = listeners.reserve(host, port) if per_worker_sockets else None
+    if reservation is None:
+        listeners.check_free(host, port)
+    try:
+        _run(host, port, workers, per_worker_sockets, access_log=access_log,
+             timeout_keep_alive=timeout_keep_alive)
+    finally:
+        if reservation is not None:
+            reservation.close()
+    logger.info("the AIM API on http://%s:%d stopped", host, port)
+
+
+def _run(host: str, port: int, workers: int, per_worker_sockets: bool, *, access_log: bool,
+         timeout_keep_alive: int) -> None:
+    """Build the runtime once, then serve under uvicorn, with one listening socket per worker when asked."""
     from aim.runtime import get_runtime, set_runtime
 
     runtime = get_runtime()
@@ -51,7 +69,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, workers: int = 1, *, access
         # Worker processes build their own runtime; the parent's pools would only hold idle connections.
         runtime.close()
         set_runtime(None)
-    if workers == 1 or not listeners.supported():
+    if not per_worker_sockets:
         logger.info("serving the AIM API on http://%s:%d with %d worker(s)", host, port, workers)
         uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_level=log_level,
                     access_log=access_log, timeout_keep_alive=timeout_keep_alive)
@@ -61,11 +79,5 @@ def serve(host: str = "127.0.0.1", port: int = 8080, workers: int = 1, *, access
     # instead of piling up on whichever one accepts first (see aim.api.listeners).
     config = uvicorn.Config(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_level=log_level,
                             access_log=access_log, timeout_keep_alive=timeout_keep_alive)
-    reservation = listeners.reserve(host, port)
-    try:
-        logger.info("serving the AIM API on http://%s:%d with %d workers, one listening socket each", host, port,
-                    workers)
-        Multiprocess(config, sockets=listeners.WorkerListeners(host, port)).run()
-    finally:
-        reservation.close()
-    logger.info("the AIM API on http://%s:%d stopped", host, port)
+    logger.info("serving the AIM API on http://%s:%d with %d workers, one listening socket each", host, port, workers)
+    Multiprocess(config, sockets=listeners.WorkerListeners(host, port)).run()

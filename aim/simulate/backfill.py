@@ -521,6 +521,14 @@ def _allow_bulk_statements(db: Database, conn: psycopg.Connection) -> None:
     partitions.set_local(db, conn, "statement_timeout", BULK_STATEMENT_TIMEOUT)
 
 
+def has_history(db: Database, organization_id: uuid.UUID) -> bool:
+    """Return True when the organization has any verification event, which every backfill writes."""
+    return bool(db.fetch_value(
+        "simulate.has_history", "SELECT EXISTS (SELECT 1 FROM verification_events WHERE organization_id = %s)",
+        (organization_id,),
+    ))
+
+
 def run_backfill(
     runtime: Runtime, population: Population, *, days: int, audit_rows: int | None = None, bad_share: float = 0.1,
     seed: int = 0, progress: Progress | None = None,
