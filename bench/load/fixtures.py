@@ -108,12 +108,16 @@ class LoadFixture:
         return cls(**fields)
 
     def close(self) -> None:
-        """Drop the fixture database unless `keep_database` is set."""
+        """Drop the fixture database and delete fixture.json, unless `keep_database` is set.
+
+        The file holds the API key and the agents' private keys, and without the database it is of no use.
+        """
         if self.keep_database:
             logger.info("kept load-test database %s", self.database)
             return
         drop_database(self.server_url, self.database)
-        logger.info("dropped load-test database %s", self.database)
+        (self.work_dir / FIXTURE_FILE).unlink(missing_ok=True)
+        logger.info("dropped load-test database %s and deleted %s", self.database, self.work_dir / FIXTURE_FILE)
 
 
 def _open_runtime(url: str, redis_url: str, prefix: str) -> Runtime:
