@@ -30,9 +30,10 @@ app.add_typer(mcp_app, name="mcp")
 def _mount_subcommands() -> None:
     # Imported here so `aim --help` stays fast and a missing optional front does not break the CLI.
     from aim.api import commands as api_commands
-    from aim.simulate.commands import app as simulate_app
+    from aim.simulate.commands import simulate
 
-    app.add_typer(simulate_app, name="simulate")
+    # A command rather than a sub-app, so its usage line shows no COMMAND that does not exist.
+    app.command("simulate")(simulate)
     api_commands.register(app)
 
 

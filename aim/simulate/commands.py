@@ -1,6 +1,7 @@
 """The `aim simulate` command: set up a simulated organization, backfill history, send live traffic.
 
-`app` is a Typer sub-app with one callback, mounted by `aim.cli` as `aim simulate`.
+`aim.cli` mounts `simulate` as the command. `app`, a Typer app with `simulate` as its callback,
+runs it on its own, as the tests do.
 """
 
 from __future__ import annotations

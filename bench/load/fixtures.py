@@ -110,7 +110,7 @@ class LoadFixture:
     def close(self) -> None:
         """Drop the fixture database and delete fixture.json, unless `keep_database` is set.
 
-        The file holds the API key and the agents' private keys, and without the database it is of no use.
+        The file contains the API key and the agents' private keys, and without the database it is of no use.
         """
         if self.keep_database:
             logger.info("kept load-test database %s", self.database)
