@@ -46,8 +46,10 @@ def serve(host: str = "127.0.0.1", port: int = 8080, workers: int = 1, *, access
     # The port is checked before the runtime starts embedded servers and migrates, so a taken port
     # fails at once with a named error instead of uvicorn's bind error after start-up.
     per_worker_sockets = workers > 1 and listeners.supported()
-    reservation = listeners.reserve(host, port) if per_worker_sockets else None
-    if reservation is None:
+    reservation = None
+    if per_worker_sockets:
+        reservation = listeners.reserve(host, port)
+    else:
         listeners.check_free(host, port)
     try:
         _run(host, port, workers, per_worker_sockets, access_log=access_log,

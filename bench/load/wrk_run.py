@@ -41,6 +41,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from bench.load import targets
 from bench.load.cpu import CpuMeter
@@ -106,13 +107,17 @@ def _mode(endpoint: targets.Endpoint) -> str:
     }[endpoint.name]
 
 
-def write_verify_requests(fixture: LoadFixture, count: int, path: Path) -> None:
-    """Write `count` signed verification requests, one "agent_id<TAB>json" line each, round-robin over the agents."""
+def write_verify_requests(fixture: LoadFixture, count: int, path: Path, timestamps: Sequence[str] | None = None) -> None:
+    """Write `count` signed verification requests, one "agent_id<TAB>json" line each, round-robin over the agents.
+
+    Each request's timestamp is the time of signing, or the matching entry of `timestamps` (RFC 3339).
+    """
     started = time.perf_counter()
     with path.open("w") as handle:
         for index in range(count):
             agent = fixture.agents[index % len(fixture.agents)]
-            handle.write(f"{agent.agent_id}\t{json.dumps(agent.signed_request(), separators=(',', ':'))}\n")
+            body = agent.signed_request(timestamp=timestamps[index] if timestamps else None)
+            handle.write(f"{agent.agent_id}\t{json.dumps(body, separators=(',', ':'))}\n")
     logger.info("signed %d verification requests in %.1f s", count, time.perf_counter() - started)
 
 

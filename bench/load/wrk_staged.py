@@ -1,16 +1,16 @@
 """The staged API load test with wrk: the Locust scenario's ramps and holds, sent on a planned schedule.
 
 The profile is the one of bench.load.locust_run (bench/load/stages.py): ramp to 100 users over
-2 min, hold 5 min, ramp to 200 users over 2 min, hold 5 min, ramp down over 2 min, each user
-offering 5 requests per second, so the two hold stages offer 500 and 1,000 requests per second. --quick runs
-the same stages scaled to 2 min.
+2 min, hold 5 min, ramp to 200 users over 2 min, hold 5 min, ramp down over 2 min. Each user offers
+5 requests per second, so the two hold stages offer 500 and 1,000. --quick runs the same stages
+scaled to 2 min.
 
-Each endpoint of the mix gets one wrk process (paced.lua) with its share of the load, and that
-process sends its requests at planned times (stages.send_offsets): an open model, like the mix of
-bench.load.wrk_run, but with the offered rate following the stages. Each process keeps one latency
+Each endpoint of the mix gets one wrk process (paced.lua) with its share of the load. That process
+sends its requests at planned times (stages.send_offsets), an open model like the mix of
+bench.load.wrk_run, with the offered rate following the stages. Each process keeps one latency
 histogram over the whole run, so the p50, p95 and p99 are per endpoint over every stage, as
-Locust reports them. wrk needs far less CPU per request than Locust, so the figures hold less of
-the load generator's own queueing.
+Locust reports them. wrk needs far less CPU per request than Locust, so the figures contain less
+of the load generator's own queueing.
 
 Signed verification requests are made before the run, one per planned send, each with its own
 nonce and with its planned send time as its timestamp, counted from when signing began. The server
@@ -26,7 +26,6 @@ requests failed, or fewer than 97 % of the planned requests completed.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -44,7 +43,7 @@ from bench.load.server import ApiServer
 from bench.load.session import LOG_FORMAT, add_target_options, api_under_test, check_target_options, wrk_installed
 from bench.load.wrk_run import (
     CONNECTION_HEADROOM_S, MAX_PACED_CONNECTIONS, MIN_RATE_FRACTION, WrkResult, _mode, _parse, _start_wrk,
-    _wrk_command,
+    _wrk_command, write_verify_requests,
 )
 
 logger = logging.getLogger(__name__)
@@ -56,7 +55,7 @@ MIN_CONNECTIONS = 2
 
 
 def _share(endpoint: targets.Endpoint) -> float:
-    return endpoint.weight / sum(item.weight for item in targets.ENDPOINTS)
+    return targets.rate_share(endpoint, 1.0)
 
 
 def _timestamp(at: float) -> str:
@@ -66,17 +65,6 @@ def _timestamp(at: float) -> str:
 def write_schedule(offsets: list[float], path: Path) -> None:
     """Write planned send times, in seconds, as paced.lua reads them: one offset in ms per line."""
     path.write_text("".join(f"{offset * 1000:.1f}\n" for offset in offsets))
-
-
-def write_signed_requests(fixture: LoadFixture, offsets: list[float], signing_started: float, path: Path) -> None:
-    """Write one signed verification request per planned send, with that send's planned time as its timestamp."""
-    started = time.perf_counter()
-    with path.open("w") as handle:
-        for index, offset in enumerate(offsets):
-            agent = fixture.agents[index % len(fixture.agents)]
-            body = agent.signed_request(timestamp=_timestamp(signing_started + offset))
-            handle.write(f"{agent.agent_id}\t{json.dumps(body, separators=(',', ':'))}\n")
-    logger.info("signed %d verification requests in %.1f s", len(offsets), time.perf_counter() - started)
 
 
 @dataclass
@@ -104,7 +92,9 @@ def plan_staged(url: str, fixture: LoadFixture, profile: str, tag: str) -> Stage
         extra = []
         if endpoint.name == "POST /agents/{id}/verify":
             signed = fixture.work_dir / f"verify-{tag}-staged.tsv"
-            write_signed_requests(fixture, offsets, signing_started, signed)
+            # Each request's timestamp is its planned send time, counted from when signing began.
+            write_verify_requests(fixture, len(offsets), signed,
+                                  [_timestamp(signing_started + offset) for offset in offsets])
             files.append(signed)
             extra = [str(signed)]
         peak_rate = _share(endpoint) * stages.USER_RATE * peak_users
